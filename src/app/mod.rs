@@ -1,0 +1,263 @@
+//! The application shell: wires a source, the pipeline and the sinks, and
+//! keeps the run's tally (the stderr summary and the `--rejects` file).
+//!
+//! This is the only module that knows more than one stage. `replay` is
+//! synchronous and meant for a blocking thread; cancellation is a flag the
+//! async `main` sets on Ctrl-C, after which intake stops, open aggregates are
+//! closed and every output is flushed.
+
+pub mod pipeline;
+
+use crate::config::Config;
+use crate::correlate::CorrelateStats;
+use crate::decode::{Reject, RejectReason};
+use crate::event::{EventTime, GrantClass, Inventory, NormalizedEvent, RecordKind, Severity};
+use crate::score::aggregate::EmitKind;
+use crate::sink::encode::Format;
+use crate::sink::AlertWriter;
+use crate::source::replay::{discover, Replay, Side};
+use anyhow::Context;
+use pipeline::{Output, Pipeline};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    pub paths: Vec<PathBuf>,
+    pub inventory: Vec<PathBuf>,
+    pub since: Option<EventTime>,
+    pub until: Option<EventTime>,
+    pub rejects: Option<PathBuf>,
+    pub output: Option<PathBuf>,
+    pub format: Format,
+    /// Draw a progress bar (only honoured when stderr is a terminal).
+    pub progress: bool,
+}
+
+/// What one run did, as printed to stderr at the end.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Summary {
+    pub files: usize,
+    pub read: BTreeMap<&'static str, u64>,
+    pub rejected: BTreeMap<&'static str, u64>,
+    pub grants: BTreeMap<&'static str, u64>,
+    pub audit_applied: u64,
+    pub audit_ignored: u64,
+    pub audit_unparsed: u64,
+    pub outside_window: u64,
+    pub out_of_order: u64,
+    /// Distinct alerts by final severity.
+    pub alerts: BTreeMap<&'static str, u64>,
+    pub lines_written: u64,
+    pub state: CorrelateStats,
+    pub users_tracked: usize,
+    pub pairs_tracked: usize,
+    pub ips_tracked: usize,
+}
+
+fn kv(map: &BTreeMap<&'static str, u64>) -> String {
+    let total: u64 = map.values().sum();
+    let parts: Vec<String> = map.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        format!("{} (total {total})", parts.join(" "))
+    }
+}
+
+impl Summary {
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "ccwatch replay summary: {} input file(s)", self.files);
+        let _ = writeln!(s, "  records read:     {}", kv(&self.read));
+        let _ = writeln!(s, "  records rejected: {}", kv(&self.rejected));
+        let _ = writeln!(s, "  grants:           {}", kv(&self.grants));
+        let _ = writeln!(
+            s,
+            "  audit records:    applied={} ignored_unknown_action={} unparsed_display={}",
+            self.audit_applied, self.audit_ignored, self.audit_unparsed
+        );
+        let _ = writeln!(s, "  ordering:         out_of_order={} outside_time_window={}", self.out_of_order, self.outside_window);
+        let sev: Vec<String> = Severity::ALL
+            .iter()
+            .rev()
+            .map(|sv| format!("{}={}", sv.label(), self.alerts.get(sv.label()).copied().unwrap_or(0)))
+            .collect();
+        let _ = writeln!(s, "  alerts:           {} (lines written {})", sev.join(" "), self.lines_written);
+        let _ = writeln!(
+            s,
+            "  state:            users={} pairs={} ips={} evictions(pairs={} ips={} failure_users={}) unresolved_users={}",
+            self.users_tracked,
+            self.pairs_tracked,
+            self.ips_tracked,
+            self.state.pair_evictions,
+            self.state.ip_evictions,
+            self.state.failure_evictions,
+            self.state.unresolved_users
+        );
+        s
+    }
+
+    fn count_event(&mut self, ev: &NormalizedEvent) {
+        let kind = match ev {
+            NormalizedEvent::Login(l) => {
+                let g = if l.success { "client_credentials_success" } else { "client_credentials_failure" };
+                *self.grants.entry(g).or_default() += 1;
+                l.kind
+            }
+            NormalizedEvent::Audit(a) => {
+                match a.change {
+                    crate::event::AuditChange::Ignored => self.audit_ignored += 1,
+                    crate::event::AuditChange::Unparsed => self.audit_unparsed += 1,
+                    _ => self.audit_applied += 1,
+                }
+                RecordKind::SetupAuditTrail
+            }
+            NormalizedEvent::Inventory(Inventory::User { .. }) => RecordKind::User,
+            NormalizedEvent::Inventory(Inventory::PermissionSetAssignment { .. }) => RecordKind::PermissionSetAssignment,
+        };
+        *self.read.entry(kind.label()).or_default() += 1;
+    }
+}
+
+/// The `Side` of a replay: summary counts, the rejects file and the progress bar.
+struct Tally {
+    summary: Summary,
+    rejects: Option<BufWriter<File>>,
+    rejects_error: Option<std::io::Error>,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Side for Tally {
+    fn reject(&mut self, file: &str, line: u64, r: Reject) {
+        *self.summary.rejected.entry(r.reason.label()).or_default() += 1;
+        tracing::debug!(file, line, reason = r.reason.label(), detail = %r.detail, "Rejected record.");
+        if let Some(w) = &mut self.rejects {
+            let rec = serde_json::json!({
+                "file": file,
+                "line": line,
+                "index": r.index,
+                "reason": r.reason.label(),
+                "detail": r.detail,
+            });
+            let res = serde_json::to_writer(&mut *w, &rec).map_err(std::io::Error::from).and_then(|_| w.write_all(b"\n"));
+            if let Err(e) = res {
+                self.rejects_error.get_or_insert(e);
+            }
+        }
+    }
+
+    fn counted(&mut self, kind: RecordKind, grant: GrantClass, _success: bool, n: u64) {
+        *self.summary.read.entry(kind.label()).or_default() += n;
+        *self.summary.grants.entry(grant.label()).or_default() += n;
+    }
+
+    fn progress(&mut self, bytes: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(bytes);
+        }
+    }
+}
+
+fn create(path: &PathBuf, what: &str) -> anyhow::Result<BufWriter<File>> {
+    let f = File::create(path).with_context(|| format!("cannot create {what} {}", path.display()))?;
+    Ok(BufWriter::with_capacity(1 << 16, f))
+}
+
+/// Writes what the pipeline emitted and counts closed alerts by final severity.
+fn drain_outputs(pending: &mut Vec<Output>, tally: &mut Tally, writer: &mut AlertWriter) -> anyhow::Result<()> {
+    for (emit, write) in pending.drain(..) {
+        if emit.kind == EmitKind::Closed {
+            *tally.summary.alerts.entry(emit.alert.severity.label()).or_default() += 1;
+        }
+        if write {
+            writer.write(&emit).context("cannot write alerts")?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a replay to completion (or cancellation) and returns its summary.
+pub fn replay(opts: &ReplayOptions, cfg: &Config, cancel: Arc<AtomicBool>) -> anyhow::Result<Summary> {
+    let files = discover(&opts.paths)?;
+    let inventory = if opts.inventory.is_empty() { Vec::new() } else { discover(&opts.inventory)? };
+    let out: Box<dyn Write + Send> = match &opts.output {
+        Some(p) => Box::new(create(p, "output file")?),
+        None => Box::new(BufWriter::with_capacity(1 << 16, std::io::stdout())),
+    };
+    let mut writer = AlertWriter::new(out, opts.format);
+    let rejects = opts.rejects.as_ref().map(|p| create(p, "rejects file")).transpose()?;
+    let bar = (opts.progress && std::io::stderr().is_terminal()).then(|| {
+        let total = files.iter().chain(&inventory).filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut tally = Tally {
+        summary: Summary { files: files.len() + inventory.len(), ..Summary::default() },
+        rejects,
+        rejects_error: None,
+        bar,
+    };
+    let mut pipeline = Pipeline::new(cfg);
+    let mut pending: Vec<Output> = Vec::new();
+    // The inventory is the baseline: it is applied before any event.
+    let mut inv = Replay::new(&inventory, cfg.replay.reorder_buffer, cancel.clone());
+    while let Some(s) = inv.next(&mut tally) {
+        if let NormalizedEvent::Inventory(_) = s.event {
+            tally.summary.count_event(&s.event);
+            pipeline.process(&s.event, &mut pending);
+        } else {
+            tally.reject(&s.file, s.line, Reject {
+                reason: RejectReason::UnsupportedType,
+                detail: "only User and PermissionSetAssignment records belong in an --inventory file".into(),
+                index: None,
+            });
+        }
+    }
+
+    let mut events = Replay::new(&files, cfg.replay.reorder_buffer, cancel);
+    while let Some(s) = events.next(&mut tally) {
+        tally.summary.count_event(&s.event);
+        let t = s.event.time();
+        let is_login = matches!(s.event, NormalizedEvent::Login(_));
+        if opts.until.is_some_and(|u| t > u) || (is_login && opts.since.is_some_and(|since| t < since)) {
+            // Audit records before --since still build context; nothing after --until is used.
+            tally.summary.outside_window += 1;
+            continue;
+        }
+        pipeline.process(&s.event, &mut pending);
+        drain_outputs(&mut pending, &mut tally, &mut writer)?;
+    }
+    pipeline.finish(&mut pending);
+    drain_outputs(&mut pending, &mut tally, &mut writer)?;
+    writer.flush().context("cannot write alerts")?;
+    if let Some(w) = &mut tally.rejects {
+        if let Err(e) = w.flush() {
+            tally.rejects_error.get_or_insert(e);
+        }
+    }
+    if let Some(e) = tally.rejects_error.take() {
+        anyhow::bail!("cannot write rejects file: {e}");
+    }
+    if let Some(b) = &tally.bar {
+        b.finish_and_clear();
+    }
+    let c = &pipeline.correlator;
+    let mut summary = tally.summary;
+    summary.out_of_order = events.out_of_order + inv.out_of_order;
+    summary.lines_written = writer.lines;
+    summary.state = c.stats.clone();
+    summary.users_tracked = c.users_tracked();
+    summary.pairs_tracked = c.pairs_tracked();
+    summary.ips_tracked = c.ips_tracked();
+    Ok(summary)
+}

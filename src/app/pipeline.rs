@@ -1,0 +1,50 @@
+//! The pure core, composed: correlate → score → aggregate.
+//!
+//! Every source (replay files today, Kafka later) feeds `NormalizedEvent`s
+//! here, so the same records give the same alerts whatever carried them. No
+//! I/O, no clock, no async.
+
+use crate::config::Config;
+use crate::correlate::Correlator;
+use crate::event::NormalizedEvent;
+use crate::score::aggregate::{Aggregator, Emit};
+use crate::score::Scorer;
+
+pub struct Pipeline {
+    pub correlator: Correlator,
+    scorer: Scorer,
+    aggregator: Aggregator,
+}
+
+/// One emitted alert state and whether a line must be written for it (a
+/// close whose aggregate did not change since its last line needs none).
+pub type Output = (Emit, bool);
+
+impl Pipeline {
+    pub fn new(cfg: &Config) -> Pipeline {
+        Pipeline {
+            correlator: Correlator::new(cfg.correlation.clone()),
+            scorer: Scorer::new(cfg.scoring.clone(), cfg.org_id),
+            aggregator: Aggregator::new(cfg.alerts.max_evidence),
+        }
+    }
+
+    /// Processes one event in event-time order; appends what to emit.
+    pub fn process(&mut self, ev: &NormalizedEvent, out: &mut Vec<Output>) {
+        if let Some(obs) = self.correlator.observe(ev) {
+            if let Some(e) = self.aggregator.observe(self.scorer.score(&obs)) {
+                out.push((e, true));
+            }
+        }
+        out.extend(self.aggregator.close_through(self.correlator.watermark()));
+    }
+
+    /// End of input: closes every open aggregate.
+    pub fn finish(&mut self, out: &mut Vec<Output>) {
+        out.extend(self.aggregator.finish());
+    }
+
+    pub fn open_alerts(&self) -> usize {
+        self.aggregator.open_count()
+    }
+}

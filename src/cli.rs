@@ -1,0 +1,90 @@
+//! Command-line interface: subcommands and runtime flags (clap derive).
+//!
+//! Detection settings live in the config file; flags here choose inputs,
+//! outputs and the time window of one run.
+
+use crate::event::time::parse_timestamp;
+use crate::event::EventTime;
+use crate::sink::encode::Format;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "ccwatch", version, about = "Detects Salesforce OAuth client-credentials token grants and scores their risk")]
+pub struct Cli {
+    /// Log filter (tracing EnvFilter syntax); logs go to stderr.
+    #[arg(long, global = true, default_value = "warn")]
+    pub log: String,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Replay archived Salesforce exports (files or directories, plain or .gz) and write alerts.
+    Replay(ReplayArgs),
+    /// Validate a config file and exit.
+    CheckConfig {
+        /// The TOML config file.
+        file: PathBuf,
+    },
+    /// Write a synthetic archive for benchmarks (logins, audit trail, inventory).
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Inventory export (User or PermissionSetAssignment query result); repeatable.
+    #[arg(long = "inventory", value_name = "FILE")]
+    pub inventory: Vec<PathBuf>,
+    /// TOML config file (weights, bands, windows, allowed IP ranges).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Ignore logins before this time (audit records before it still build context).
+    #[arg(long, value_parser = parse_time, value_name = "TIME")]
+    pub since: Option<EventTime>,
+    /// Ignore every record after this time.
+    #[arg(long, value_parser = parse_time, value_name = "TIME")]
+    pub until: Option<EventTime>,
+    /// Write rejected records (file, line, reason) as JSON lines here.
+    #[arg(long, value_name = "FILE")]
+    pub rejects: Option<PathBuf>,
+    /// Alert encoding.
+    #[arg(long, value_enum, default_value = "native")]
+    pub format: Format,
+    /// Write alerts here instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Never draw a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Input files or directories.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Output directory (created).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Login events to write.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Random seed (the same seed gives the same archive).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+fn parse_time(s: &str) -> Result<EventTime, String> {
+    parse_timestamp(s).ok_or_else(|| format!("{s:?} is not a timestamp (try 2024-07-08T07:26:18Z)"))
+}

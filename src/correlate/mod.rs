@@ -1,0 +1,365 @@
+//! Correlate: the stateful, event-time stage. It folds inventory baselines and
+//! SetupAuditTrail changes into a model of who holds which privileges, which IP
+//! ranges apply, and which apps recently had the flow switched on; then, for
+//! each client-credentials grant, it reports what that model says at the
+//! grant's event time as an `Observation`.
+//!
+//! Pure and synchronous: `observe(&NormalizedEvent) -> Option<Observation>`.
+//! Time only comes from events, so replay and live agree. Memory is bounded:
+//! per-(user, app) IP history and per-user failure windows live in LRU maps of
+//! configured size, with evictions counted in `CorrelateStats`. The privilege
+//! model itself is sized by the org (users, permission sets, profiles), not by
+//! traffic.
+
+mod privileges;
+
+use crate::config::CorrelateConfig;
+use crate::decode::display::normalize_profile;
+use crate::event::ip::parse_ip;
+use crate::event::{
+    Audit, AuditChange, EnablementObservation, EventTime, FailedBurst, FlowChange, GrantObservation, IpVerdict,
+    IpRange, Login, NormalizedEvent, Observation, SfId, UserRef,
+};
+use lru::LruCache;
+use privileges::Privileges;
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroUsize;
+
+/// Who a grant is for: the run-as user's id, or their lowercased username when
+/// no id is known.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Principal {
+    Id(SfId),
+    Name(Box<str>),
+}
+
+/// Counters describing state pressure; the summary and metrics read them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CorrelateStats {
+    /// (user, app) pairs dropped from IP history by the LRU bound.
+    pub pair_evictions: u64,
+    /// IPs dropped from a pair's history by the per-pair bound.
+    pub ip_evictions: u64,
+    /// Users dropped from failed-grant tracking by the LRU bound.
+    pub failure_evictions: u64,
+    /// Audit changes naming a user ccwatch could not resolve to an id.
+    pub unresolved_users: u64,
+}
+
+#[derive(Debug, Default)]
+struct AppState {
+    /// `Some(true)` once the app's IP relaxation is set to a "Relax…" value.
+    relaxed: Option<String>,
+    /// The latest enablement or run-as assignment.
+    last_change: Option<FlowChange>,
+}
+
+#[derive(Debug, Default)]
+struct PairState {
+    /// Source IP → last seen, most recent last.
+    ips: Vec<(Box<str>, EventTime)>,
+}
+
+pub struct Correlator {
+    cfg: CorrelateConfig,
+    privileges: Privileges,
+    apps: HashMap<String, AppState>,
+    /// An enablement whose audit record named no app applies to every app.
+    unnamed_enable: Option<FlowChange>,
+    pairs: LruCache<(Principal, String), PairState>,
+    failures: LruCache<Principal, VecDeque<EventTime>>,
+    watermark: EventTime,
+    pub stats: CorrelateStats,
+}
+
+fn app_key(app: Option<&str>) -> String {
+    app.map(|a| a.trim().to_lowercase()).unwrap_or_default()
+}
+
+fn audit_ref(a: &Audit) -> String {
+    match &a.id {
+        Some(id) => format!("by {} (audit {id})", a.actor_label()),
+        None => format!("by {}", a.actor_label()),
+    }
+}
+
+impl Correlator {
+    pub fn new(cfg: CorrelateConfig) -> Correlator {
+        let pairs = LruCache::new(NonZeroUsize::new(cfg.max_pairs).unwrap_or(NonZeroUsize::MIN));
+        let failures = LruCache::new(NonZeroUsize::new(cfg.max_failure_users).unwrap_or(NonZeroUsize::MIN));
+        Correlator {
+            cfg,
+            privileges: Privileges::default(),
+            apps: HashMap::new(),
+            unnamed_enable: None,
+            pairs,
+            failures,
+            watermark: EventTime::BEGINNING,
+            stats: CorrelateStats::default(),
+        }
+    }
+
+    /// The latest event time seen.
+    pub fn watermark(&self) -> EventTime {
+        self.watermark
+    }
+
+    pub fn users_tracked(&self) -> usize {
+        self.privileges.user_count()
+    }
+
+    pub fn pairs_tracked(&self) -> usize {
+        self.pairs.len()
+    }
+
+    pub fn ips_tracked(&self) -> usize {
+        self.pairs.iter().map(|(_, p)| p.ips.len()).sum()
+    }
+
+    pub fn observe(&mut self, ev: &NormalizedEvent) -> Option<Observation> {
+        if ev.time() > self.watermark {
+            self.watermark = ev.time();
+        }
+        match ev {
+            NormalizedEvent::Inventory(inv) => {
+                self.privileges.apply_inventory(inv);
+                None
+            }
+            NormalizedEvent::Audit(a) => {
+                self.privileges.settle();
+                self.apply_audit(a)
+            }
+            NormalizedEvent::Login(l) => {
+                self.privileges.settle();
+                self.observe_login(l)
+            }
+        }
+    }
+
+    fn apply_audit(&mut self, a: &Audit) -> Option<Observation> {
+        let via = audit_ref(a);
+        match &a.change {
+            AuditChange::ClientCredentialsEnabled { app, enabled } => {
+                let change = (*enabled).then(|| FlowChange {
+                    at: a.time,
+                    what: match app {
+                        Some(name) => format!("client credentials flow enabled for app '{name}' at {} {via}", a.time),
+                        None => format!("client credentials flow enabled (app not named in the audit record) at {} {via}", a.time),
+                    },
+                });
+                match app {
+                    Some(name) => self.apps.entry(app_key(Some(name))).or_default().last_change = change.clone(),
+                    None => self.unnamed_enable = change.clone(),
+                }
+                change.map(|_| {
+                    Observation::Enablement(Box::new(EnablementObservation {
+                        audit: a.clone(),
+                        app: app.as_deref().map(str::to_string),
+                        run_as: None,
+                        run_as_username: None,
+                        privileges: Vec::new(),
+                        escalation: None,
+                    }))
+                })
+            }
+            AuditChange::ClientCredentialsUser { user, app, .. } => {
+                let id = self.privileges.resolve_or_create(user);
+                if id.is_none() {
+                    self.stats.unresolved_users += 1;
+                }
+                let state = self.apps.entry(app_key(Some(app))).or_default();
+                state.last_change = Some(FlowChange {
+                    at: a.time,
+                    what: format!("run-as user {user} assigned to app '{app}' at {} {via}", a.time),
+                });
+                let (privileges, escalation, username) = match id {
+                    Some(id) => (
+                        self.privileges.grants(id),
+                        self.privileges.escalation(id, a.time, self.cfg.escalation_window_ms),
+                        self.privileges.username(id),
+                    ),
+                    None => (Vec::new(), None, None),
+                };
+                Some(Observation::Enablement(Box::new(EnablementObservation {
+                    audit: a.clone(),
+                    app: Some(app.to_string()),
+                    run_as: Some(UserRef { id: id.or(user.id), name: user.name.clone() }),
+                    run_as_username: username,
+                    privileges,
+                    escalation,
+                })))
+            }
+            AuditChange::IpRelaxation { app, relaxed, setting } => {
+                self.apps.entry(app_key(Some(app))).or_default().relaxed = relaxed.then(|| setting.to_string());
+                None
+            }
+            AuditChange::Ignored | AuditChange::Unparsed => None,
+            other => {
+                if !self.privileges.apply_audit(other, a.time, &via) {
+                    self.stats.unresolved_users += 1;
+                }
+                None
+            }
+        }
+    }
+
+    fn principal(&self, l: &Login) -> Option<Principal> {
+        if let Some(id) = l.user_id {
+            return Some(Principal::Id(id));
+        }
+        let name = l.username.as_deref()?;
+        Some(match self.privileges.resolve(&UserRef { id: None, name: Some(name.into()) }) {
+            Some(id) => Principal::Id(id),
+            None => Principal::Name(name.trim().to_lowercase().into()),
+        })
+    }
+
+    fn observe_login(&mut self, l: &Login) -> Option<Observation> {
+        let principal = self.principal(l)?;
+        let window = self.cfg.failed_burst_window_ms;
+        if !l.success {
+            let cap = self.cfg.failed_burst_threshold.saturating_mul(4).max(16);
+            if !self.failures.contains(&principal) && self.failures.len() == self.failures.cap().get() {
+                self.stats.failure_evictions += 1;
+            }
+            let q = self.failures.get_or_insert_mut(principal, VecDeque::new);
+            q.push_back(l.time);
+            while q.len() > cap || q.front().is_some_and(|t| t.0 < l.time.0 - window) {
+                q.pop_front();
+            }
+            return None;
+        }
+        let user_id = match &principal {
+            Principal::Id(id) => Some(*id),
+            Principal::Name(_) => None,
+        };
+        let privileges = user_id.map(|id| self.privileges.grants(id)).unwrap_or_default();
+        let privileges_known = user_id.is_some_and(|id| self.privileges.knows(id));
+        let escalation = user_id.and_then(|id| self.privileges.escalation(id, l.time, self.cfg.escalation_window_ms));
+        let username = l
+            .username
+            .as_deref()
+            .map(str::to_string)
+            .or_else(|| user_id.and_then(|id| self.privileges.username(id)));
+        let app = app_key(l.app.as_deref());
+        let ip = self.ip_verdict(l, user_id, username.as_deref(), &app);
+        let new_ip = self.remember_ip(&principal, &app, l);
+        let flow_change = self.flow_change(&app, l.time);
+        let failed_burst = self.failures.get_mut(&principal).and_then(|q| {
+            while q.front().is_some_and(|t| t.0 < l.time.0 - window) {
+                q.pop_front();
+            }
+            (q.len() >= self.cfg.failed_burst_threshold).then(|| FailedBurst {
+                count: q.len(),
+                first: *q.front().unwrap_or(&l.time),
+                last: *q.back().unwrap_or(&l.time),
+            })
+        });
+        Some(Observation::Grant(Box::new(GrantObservation {
+            login: l.clone(),
+            username,
+            user_id,
+            privileges,
+            privileges_known,
+            escalation,
+            ip,
+            new_ip,
+            flow_change,
+            failed_burst,
+        })))
+    }
+
+    fn ip_verdict(&self, l: &Login, user_id: Option<SfId>, username: Option<&str>, app: &str) -> IpVerdict {
+        let Some(ip) = l.source_ip.as_deref().and_then(parse_ip) else {
+            return IpVerdict::NoIp;
+        };
+        let profile = user_id.and_then(|id| self.privileges.profile(id));
+        let relaxed = self.apps.get(app).and_then(|a| a.relaxed.as_deref());
+        // Every range that applies to this grant, with where it came from.
+        let mut known: Vec<(IpRange, String)> = Vec::new();
+        if let Some(p) = &profile {
+            if relaxed.is_none() {
+                for r in self.privileges.profile_ranges(p) {
+                    known.push((*r, format!("profile '{p}' login IP range")));
+                }
+            }
+            let configured = self.cfg.ranges.by_profile.get(&normalize_profile(p));
+            known.extend(configured.into_iter().flatten().map(|r| (r.range, r.source.clone())));
+        }
+        let mut keyed = vec![(&self.cfg.ranges.by_app, app.to_string())];
+        if let Some(id) = user_id {
+            keyed.push((&self.cfg.ranges.by_user, id.to_string()));
+        }
+        if let Some(u) = username {
+            keyed.push((&self.cfg.ranges.by_user, u.trim().to_lowercase()));
+        }
+        for (map, key) in keyed {
+            known.extend(map.get(&key).into_iter().flatten().map(|r| (r.range, r.source.clone())));
+        }
+        if let Some((r, source)) = known.iter().find(|(r, _)| r.contains(ip)) {
+            return IpVerdict::Inside { range: format!("{r} ({source})") };
+        }
+        if known.is_empty() {
+            let mut scope = format!(
+                "profile {}, app {}, user {}",
+                profile.as_deref().map(|p| format!("'{p}'")).unwrap_or_else(|| "unknown".into()),
+                l.app.as_deref().map(|a| format!("'{a}'")).unwrap_or_else(|| "unknown".into()),
+                username.or(user_id.as_ref().map(|i| i.as_str())).unwrap_or("unknown"),
+            );
+            if let Some(setting) = relaxed {
+                scope.push_str(&format!("; profile ranges not enforced: app IP relaxation is '{setting}'"));
+            }
+            return IpVerdict::NoRestriction { scope };
+        }
+        let total = known.len();
+        let mut ranges: Vec<String> = known.into_iter().take(4).map(|(r, s)| format!("{r} ({s})")).collect();
+        if total > 4 {
+            ranges.push(format!("and {} more", total - 4));
+        }
+        IpVerdict::Outside { ranges: ranges.join(", ") }
+    }
+
+    /// Records the grant's IP for its (user, app) pair; returns `Some(known)` when
+    /// the IP is new and the pair already had history.
+    fn remember_ip(&mut self, principal: &Principal, app: &str, l: &Login) -> Option<usize> {
+        let ip = l.source_ip.as_deref()?;
+        let key = (principal.clone(), app.to_string());
+        if !self.pairs.contains(&key) && self.pairs.len() == self.pairs.cap().get() {
+            self.stats.pair_evictions += 1;
+        }
+        let horizon = l.time.0.saturating_sub(self.cfg.ip_history_ms);
+        let pair = self.pairs.get_or_insert_mut(key, PairState::default);
+        pair.ips.retain(|(_, seen)| seen.0 >= horizon);
+        let known = pair.ips.len();
+        let verdict = match pair.ips.iter().position(|(i, _)| &**i == ip) {
+            Some(pos) => {
+                let (i, _) = pair.ips.remove(pos);
+                pair.ips.push((i, l.time));
+                None
+            }
+            None => {
+                if pair.ips.len() >= self.cfg.max_ips_per_pair {
+                    pair.ips.remove(0);
+                    self.stats.ip_evictions += 1;
+                }
+                pair.ips.push((ip.into(), l.time));
+                (known > 0).then_some(known)
+            }
+        };
+        verdict
+    }
+
+    fn flow_change(&self, app: &str, t: EventTime) -> Option<FlowChange> {
+        let window = self.cfg.flow_enabled_window_ms;
+        let recent = |c: &&FlowChange| c.at <= t && t.0 - c.at.0 <= window;
+        let named = self.apps.get(app).and_then(|a| a.last_change.as_ref()).filter(recent);
+        let unnamed = self.unnamed_enable.as_ref().filter(recent);
+        match (named, unnamed) {
+            (Some(a), Some(b)) => Some(if b.at > a.at { b.clone() } else { a.clone() }),
+            (a, b) => a.or(b).cloned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

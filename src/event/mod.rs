@@ -1,0 +1,424 @@
+//! The domain contract between stages: what decode produces, what correlate
+//! observes and hands to score, and the alert that sinks write.
+//!
+//! No stage imports another stage; they all import this module. Nothing here
+//! does I/O. `NormalizedEvent` is the one event type every source produces,
+//! whatever Salesforce shape it was decoded from.
+
+pub mod ip;
+pub mod sfid;
+pub mod time;
+
+use serde::Serialize;
+use std::fmt;
+
+pub use ip::IpRange;
+pub use sfid::SfId;
+pub use time::EventTime;
+
+/// The Salesforce record shape a record was decoded from; the summary counts by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RecordKind {
+    LoginEvent,
+    LoginEventStream,
+    LoginHistory,
+    /// EventLogFile `Login` rows, from CSV or forwarded as JSON objects.
+    ElfLogin,
+    /// The queryable `LoginEventLog` object (ELF columns in CamelCase).
+    LoginEventLog,
+    SetupAuditTrail,
+    User,
+    PermissionSetAssignment,
+}
+
+impl RecordKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            RecordKind::LoginEvent => "login_event",
+            RecordKind::LoginEventStream => "login_event_stream",
+            RecordKind::LoginHistory => "login_history",
+            RecordKind::ElfLogin => "elf_login",
+            RecordKind::LoginEventLog => "login_event_log",
+            RecordKind::SetupAuditTrail => "setup_audit_trail",
+            RecordKind::User => "user",
+            RecordKind::PermissionSetAssignment => "permission_set_assignment",
+        }
+    }
+}
+
+/// How a login record classifies against the client-credentials rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GrantClass {
+    /// `Remote Access 2.0` (ELF `i`) with sub-type `oauthclientcredential(s)`.
+    ClientCredentials,
+    /// `Remote Access 2.0` with a blank or missing sub-type: it may be a
+    /// client-credentials grant, but the record cannot say.
+    Unclassified,
+    /// Any other login.
+    Other,
+}
+
+impl GrantClass {
+    pub fn label(self) -> &'static str {
+        match self {
+            GrantClass::ClientCredentials => "client_credentials",
+            GrantClass::Unclassified => "unclassified",
+            GrantClass::Other => "not_client_credentials",
+        }
+    }
+}
+
+/// A token grant (or any login that reaches the correlator).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Login {
+    pub time: EventTime,
+    pub kind: RecordKind,
+    /// `EventIdentifier`, `LoginHistory.Id` or ELF `REQUEST_ID`; used as evidence.
+    pub event_id: Option<Box<str>>,
+    /// ELF carries `ORGANIZATION_ID`; other shapes fall back to the configured org.
+    pub org_id: Option<SfId>,
+    pub user_id: Option<SfId>,
+    pub username: Option<Box<str>>,
+    /// The connected app / external client app *name* (`Application`); ELF Login
+    /// rows have no app column.
+    pub app: Option<Box<str>>,
+    pub source_ip: Option<Box<str>>,
+    pub success: bool,
+    pub status: Box<str>,
+    pub grant: GrantClass,
+}
+
+/// A user as a SetupAuditTrail `Display` names them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserRef {
+    pub id: Option<SfId>,
+    /// Full name or username, as printed.
+    pub name: Option<Box<str>>,
+}
+
+impl fmt::Display for UserRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.name, &self.id) {
+            (Some(n), Some(id)) => write!(f, "{n} ({id})"),
+            (Some(n), None) => f.write_str(n),
+            (None, Some(id)) => write!(f, "{id}"),
+            (None, None) => f.write_str("unknown user"),
+        }
+    }
+}
+
+/// The privileged permissions ccwatch tracks, as a bit set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct Perms(pub u8);
+
+impl Perms {
+    pub const MODIFY_ALL_DATA: Perms = Perms(1);
+    pub const VIEW_ALL_DATA: Perms = Perms(2);
+    pub const MANAGE_USERS: Perms = Perms(4);
+    pub const CUSTOMIZE_APPLICATION: Perms = Perms(8);
+    pub const AUTHOR_APEX: Perms = Perms(16);
+    pub const API_ENABLED: Perms = Perms(32);
+    /// The permissions that make a user "privileged".
+    pub const PRIVILEGED: Perms = Perms(1 | 2 | 4 | 8 | 16);
+
+    /// Label as Salesforce prints it, and the inventory field name.
+    pub const ALL: [(Perms, &'static str, &'static str); 6] = [
+        (Perms::MODIFY_ALL_DATA, "Modify All Data", "PermissionsModifyAllData"),
+        (Perms::VIEW_ALL_DATA, "View All Data", "PermissionsViewAllData"),
+        (Perms::MANAGE_USERS, "Manage Users", "PermissionsManageUsers"),
+        (Perms::CUSTOMIZE_APPLICATION, "Customize Application", "PermissionsCustomizeApplication"),
+        (Perms::AUTHOR_APEX, "Author Apex", "PermissionsAuthorApex"),
+        (Perms::API_ENABLED, "API Enabled", "PermissionsApiEnabled"),
+    ];
+
+    pub fn empty() -> Perms {
+        Perms(0)
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn contains(self, other: Perms) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn intersects(self, other: Perms) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    pub fn union(self, other: Perms) -> Perms {
+        Perms(self.0 | other.0)
+    }
+
+    pub fn minus(self, other: Perms) -> Perms {
+        Perms(self.0 & !other.0)
+    }
+
+    /// The permission a label names (case-insensitive), if it is one ccwatch tracks.
+    pub fn from_label(label: &str) -> Perms {
+        let label = label.trim();
+        Perms::ALL
+            .iter()
+            .find(|(_, l, _)| l.eq_ignore_ascii_case(label))
+            .map(|(p, _, _)| *p)
+            .unwrap_or_default()
+    }
+
+    pub fn labels(self) -> impl Iterator<Item = &'static str> {
+        Perms::ALL.into_iter().filter(move |(p, _, _)| self.contains(*p)).map(|(_, l, _)| l)
+    }
+}
+
+/// What one SetupAuditTrail record changes, parsed from its `Action` and `Display`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuditChange {
+    /// `PermSetAssign` / `PermSetUnassign` and the group and expiring variants.
+    PermSetAssignment { perm_set: Box<str>, user: UserRef, assigned: bool, group: bool },
+    /// `PermSetEnableUserPerm` / `PermSetDisableUserPerm`.
+    PermSetPermission { perm_set: Box<str>, perm: Perms, label: Box<str>, enabled: bool },
+    /// `profilePermChangedCustom` / `profilePermChangedStandard`.
+    ProfilePermission { profile: Box<str>, perm: Perms, label: Box<str>, enabled: bool },
+    /// `PermissionSetGroupComponentAdd` / `…Remove`.
+    GroupComponent { group: Box<str>, perm_set: Box<str>, added: bool },
+    /// `changedprofileforuser` and its `custtostd` / `stdtocust` / `stdtostd` variants.
+    UserProfile { user: UserRef, from: Box<str>, to: Box<str> },
+    /// `loginIpRange` / `deletedLoginIpRange_withProfile`.
+    LoginIpRange { profile: Box<str>, range: IpRange, added: bool },
+    /// `changeApplicationClientCredentialEnabled`; the app is rarely named.
+    ClientCredentialsEnabled { app: Option<Box<str>>, enabled: bool },
+    /// `addOauthClientCredentialUser`: a run-as user assigned to an app.
+    ClientCredentialsUser { user: UserRef, app: Box<str>, app_id: Option<SfId> },
+    /// `changeIpRelaxationPolicy`.
+    IpRelaxation { app: Box<str>, relaxed: bool, setting: Box<str> },
+    /// An action ccwatch does not use; counted, not applied.
+    Ignored,
+    /// An action ccwatch uses whose `Display` did not match any known pattern.
+    Unparsed,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Audit {
+    pub time: EventTime,
+    pub id: Option<Box<str>>,
+    pub action: Box<str>,
+    pub section: Option<Box<str>>,
+    pub display: Box<str>,
+    pub actor_id: Option<SfId>,
+    pub actor: Option<Box<str>>,
+    pub delegate: Option<Box<str>>,
+    pub change: AuditChange,
+}
+
+impl Audit {
+    /// Who made the change, for explanations.
+    pub fn actor_label(&self) -> String {
+        match (&self.actor, &self.actor_id) {
+            (Some(a), _) => a.to_string(),
+            (None, Some(id)) => id.to_string(),
+            _ => "unknown admin".into(),
+        }
+    }
+}
+
+/// Baseline facts from `--inventory` exports; they carry no event time.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inventory {
+    User {
+        id: SfId,
+        username: Option<Box<str>>,
+        name: Option<Box<str>>,
+        active: Option<bool>,
+        profile: Option<Box<str>>,
+    },
+    PermissionSetAssignment {
+        user_id: SfId,
+        username: Option<Box<str>>,
+        perm_set: Box<str>,
+        /// True for the permission set that stands for the user's profile.
+        owned_by_profile: bool,
+        profile: Option<Box<str>>,
+        perms: Perms,
+        /// Which of `Perms::ALL` the row actually carried (absent columns are unknown).
+        known: Perms,
+    },
+}
+
+/// The one event type every source produces.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NormalizedEvent {
+    Login(Login),
+    Audit(Audit),
+    Inventory(Inventory),
+}
+
+impl NormalizedEvent {
+    pub fn time(&self) -> EventTime {
+        match self {
+            NormalizedEvent::Login(l) => l.time,
+            NormalizedEvent::Audit(a) => a.time,
+            NormalizedEvent::Inventory(_) => EventTime::BEGINNING,
+        }
+    }
+
+    /// Order at equal times: inventory, then audit, then logins, so a change
+    /// made in the same millisecond as a grant is already in effect.
+    pub fn rank(&self) -> u8 {
+        match self {
+            NormalizedEvent::Inventory(_) => 0,
+            NormalizedEvent::Audit(_) => 1,
+            NormalizedEvent::Login(_) => 2,
+        }
+    }
+}
+
+/// One privileged permission a user holds, and where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PermGrant {
+    pub label: &'static str,
+    /// e.g. `profile 'System Administrator'` or `permission set 'Data Admin'`.
+    pub via: String,
+}
+
+/// When and how a user last became privileged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Escalation {
+    pub at: EventTime,
+    pub via: String,
+}
+
+/// The source IP checked against every allowed range ccwatch knows for the grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IpVerdict {
+    /// The record carried no parseable IP.
+    NoIp,
+    /// No range is known for the user's profile, the app or the user.
+    NoRestriction { scope: String },
+    Inside { range: String },
+    Outside { ranges: String },
+}
+
+/// The enablement or run-as assignment that most recently preceded a grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowChange {
+    pub at: EventTime,
+    pub what: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedBurst {
+    pub count: usize,
+    pub first: EventTime,
+    pub last: EventTime,
+}
+
+/// A client-credentials grant with everything correlation knew at its event time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrantObservation {
+    pub login: Login,
+    /// Username when known (from the record or the inventory).
+    pub username: Option<String>,
+    pub user_id: Option<SfId>,
+    /// Privileged permissions held at grant time; empty when none or unknown.
+    pub privileges: Vec<PermGrant>,
+    /// Whether the user's privileges are known at all (inventory or audit).
+    pub privileges_known: bool,
+    /// Set when the user became privileged within the escalation window.
+    pub escalation: Option<Escalation>,
+    pub ip: IpVerdict,
+    /// `Some(known)` when the IP is new for a (user, app) pair that has history.
+    pub new_ip: Option<usize>,
+    pub flow_change: Option<FlowChange>,
+    pub failed_burst: Option<FailedBurst>,
+}
+
+/// A setup change that turns the flow on or assigns a run-as user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnablementObservation {
+    pub audit: Audit,
+    pub app: Option<String>,
+    pub run_as: Option<UserRef>,
+    pub run_as_username: Option<String>,
+    pub privileges: Vec<PermGrant>,
+    pub escalation: Option<Escalation>,
+}
+
+/// What correlate hands to score.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observation {
+    Grant(Box<GrantObservation>),
+    Enablement(Box<EnablementObservation>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn label(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub const ALL: [Severity; 4] = [Severity::Low, Severity::Medium, Severity::High, Severity::Critical];
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    ClientCredentialsGrant,
+    ClientCredentialsEnabled,
+}
+
+impl Rule {
+    pub fn id(self) -> &'static str {
+        match self {
+            Rule::ClientCredentialsGrant => "client_credentials_grant",
+            Rule::ClientCredentialsEnabled => "client_credentials_enabled",
+        }
+    }
+}
+
+/// One scoring factor that applied, with the evidence behind it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Factor {
+    pub id: &'static str,
+    pub weight: f64,
+    pub detail: String,
+}
+
+/// An alert as every sink receives it. Field order is the native output order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    pub alert_id: String,
+    pub rule: Rule,
+    pub severity: Severity,
+    pub score: f64,
+    pub title: String,
+    pub org_id: Option<String>,
+    pub user_id: Option<String>,
+    pub username: Option<String>,
+    pub app: Option<String>,
+    pub source_ip: Option<String>,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub count: u64,
+    pub factors: Vec<Factor>,
+    pub evidence: Vec<String>,
+    pub mitre: Vec<&'static str>,
+    pub remediation: &'static str,
+    /// Event-time bounds kept for aggregation; not serialised.
+    #[serde(skip)]
+    pub first_time: EventTime,
+    #[serde(skip)]
+    pub last_time: EventTime,
+}

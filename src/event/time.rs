@@ -1,0 +1,279 @@
+//! Event time: one UTC instant type and a parser for every timestamp shape
+//! Salesforce and its forwarders emit.
+//!
+//! Shapes accepted (see the reference's §0.3):
+//! - ISO 8601 / RFC 3339 with `Z`, `+00:00`, `+0000` or `+00`, or no zone (UTC),
+//!   `T` or a space between date and time, 0–9 fraction digits
+//!   (`2024-07-08T07:26:18.239+0000`, `2021-10-19T11:47:22Z`);
+//! - ELF `TIMESTAMP`, `yyyyMMddHHmmss[.SSS]` in GMT (`20231218054831.655`);
+//! - epoch numbers (Pub/Sub Avro `long`), as JSON numbers or digit strings:
+//!   values of 10^11 or more are milliseconds, smaller ones seconds.
+//!
+//! The parser is hand-written because chrono's format-string parsing is the
+//! single largest cost of a naive decoder and has to try six formats in turn.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use std::fmt;
+
+/// Milliseconds since the Unix epoch, UTC. All state and windows use it; the
+/// wall clock is never read by the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventTime(pub i64);
+
+pub const MS_PER_MINUTE: i64 = 60_000;
+pub const MS_PER_HOUR: i64 = 3_600_000;
+pub const MS_PER_DAY: i64 = 86_400_000;
+
+/// Earliest and latest instants accepted: years 1970 to 9999.
+const MIN_MS: i64 = 0;
+const MAX_MS: i64 = 253_402_300_799_999;
+
+impl EventTime {
+    /// Sorts before every real event; used for inventory baselines.
+    pub const BEGINNING: EventTime = EventTime(i64::MIN);
+
+    pub fn from_rfc3339(s: &str) -> Option<EventTime> {
+        parse_timestamp(s)
+    }
+
+    /// The UTC day number, used in alert ids.
+    pub fn utc_day(self) -> i64 {
+        self.0.div_euclid(MS_PER_DAY)
+    }
+
+    /// First instant of the next UTC day.
+    pub fn next_day_start(self) -> EventTime {
+        EventTime((self.utc_day() + 1) * MS_PER_DAY)
+    }
+
+    pub fn to_datetime(self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.0).unwrap_or_default()
+    }
+
+    /// `YYYY-MM-DD` of the UTC day.
+    pub fn day_string(self) -> String {
+        self.to_datetime().format("%Y-%m-%d").to_string()
+    }
+
+    pub fn plus(self, ms: i64) -> EventTime {
+        EventTime(self.0.saturating_add(ms))
+    }
+}
+
+impl fmt::Display for EventTime {
+    /// RFC 3339 UTC with milliseconds, e.g. `2023-12-18T05:48:31.655Z`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_datetime().to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+}
+
+/// Parses any accepted shape; `None` when the text is not a valid instant.
+pub fn parse_timestamp(s: &str) -> Option<EventTime> {
+    let s = s.trim();
+    let b = s.as_bytes();
+    if b.len() >= 10 && b[4] == b'-' {
+        return parse_iso(b);
+    }
+    let digits_end = b.iter().position(|c| !c.is_ascii_digit()).unwrap_or(b.len());
+    if digits_end == 14 && (b.len() == 14 || b[14] == b'.') {
+        return parse_elf(b);
+    }
+    parse_epoch(s)
+}
+
+/// Epoch seconds or milliseconds, as a JSON number literal or digit string.
+pub fn parse_epoch(s: &str) -> Option<EventTime> {
+    let v: f64 = s.parse().ok()?;
+    if !v.is_finite() || v < 0.0 {
+        return None;
+    }
+    let ms = if v >= 1e11 { v } else { v * 1000.0 };
+    let ms = ms.round() as i64;
+    (MIN_MS..=MAX_MS).contains(&ms).then_some(EventTime(ms))
+}
+
+fn num(b: &[u8], start: usize, len: usize) -> Option<i64> {
+    let part = b.get(start..start + len)?;
+    let mut v = 0i64;
+    for &c in part {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + i64::from(c - b'0');
+    }
+    Some(v)
+}
+
+/// Parses `.SSS…` at `i`; returns (millis, index after the fraction).
+fn fraction(b: &[u8], mut i: usize) -> Option<(i64, usize)> {
+    if b.get(i) != Some(&b'.') && b.get(i) != Some(&b',') {
+        return Some((0, i));
+    }
+    i += 1;
+    let start = i;
+    let mut ms = 0i64;
+    while let Some(&c) = b.get(i) {
+        if !c.is_ascii_digit() {
+            break;
+        }
+        if i - start < 3 {
+            ms = ms * 10 + i64::from(c - b'0');
+        }
+        i += 1;
+    }
+    let n = i - start;
+    if n == 0 || n > 9 {
+        return None;
+    }
+    for _ in n..3 {
+        ms *= 10;
+    }
+    Some((ms, i))
+}
+
+fn parse_iso(b: &[u8]) -> Option<EventTime> {
+    let (y, mo, d) = (num(b, 0, 4)?, num(b, 5, 2)?, num(b, 8, 2)?);
+    if b.get(7) != Some(&b'-') {
+        return None;
+    }
+    if b.len() == 10 {
+        return build(y, mo, d, 0, 0, 0, 0, 0);
+    }
+    if !matches!(b[10], b'T' | b't' | b' ') || b.get(13) != Some(&b':') {
+        return None;
+    }
+    let (h, mi) = (num(b, 11, 2)?, num(b, 14, 2)?);
+    let (sec, i) = if b.get(16) == Some(&b':') { (num(b, 17, 2)?, 19) } else { (0, 16) };
+    let (ms, mut i) = fraction(b, i)?;
+    let offset_min = match b.get(i) {
+        None => 0,
+        Some(b'Z' | b'z') => {
+            i += 1;
+            0
+        }
+        Some(&sign @ (b'+' | b'-')) => {
+            let oh = num(b, i + 1, 2)?;
+            i += 3;
+            let om = if b.get(i) == Some(&b':') {
+                i += 3;
+                num(b, i - 2, 2)?
+            } else if i < b.len() {
+                i += 2;
+                num(b, i - 2, 2)?
+            } else {
+                0
+            };
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let m = oh * 60 + om;
+            if sign == b'+' {
+                m
+            } else {
+                -m
+            }
+        }
+        Some(_) => return None,
+    };
+    if i != b.len() {
+        return None;
+    }
+    build(y, mo, d, h, mi, sec, ms, offset_min)
+}
+
+fn parse_elf(b: &[u8]) -> Option<EventTime> {
+    let (y, mo, d) = (num(b, 0, 4)?, num(b, 4, 2)?, num(b, 6, 2)?);
+    let (h, mi, s) = (num(b, 8, 2)?, num(b, 10, 2)?, num(b, 12, 2)?);
+    let (ms, i) = fraction(b, 14)?;
+    if i != b.len() {
+        return None;
+    }
+    build(y, mo, d, h, mi, s, ms, 0)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build(y: i64, mo: i64, d: i64, h: i64, mi: i64, s: i64, ms: i64, offset_min: i64) -> Option<EventTime> {
+    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let s = s.min(59); // a leap second folds into the minute's last second
+    let days = days_from_civil(y, mo, d);
+    let t = ((days * 24 + h) * 60 + mi - offset_min) * 60_000 + s * 1000 + ms;
+    (MIN_MS..=MAX_MS).contains(&t).then_some(EventTime(t))
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Howard Hinnant's days-from-civil.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> String {
+        parse_timestamp(s).map(|t| t.to_string()).unwrap_or_else(|| "none".into())
+    }
+
+    #[test]
+    fn every_reference_shape() {
+        assert_eq!(t("2024-07-08T07:26:18.239+0000"), "2024-07-08T07:26:18.239Z");
+        assert_eq!(t("2021-10-19T11:47:22Z"), "2021-10-19T11:47:22.000Z");
+        assert_eq!(t("2017-04-09T18:31:40.517Z"), "2017-04-09T18:31:40.517Z");
+        assert_eq!(t("20231218054831.655"), "2023-12-18T05:48:31.655Z");
+        assert_eq!(t("20220803011210"), "2022-08-03T01:12:10.000Z");
+        assert_eq!(t("2023-12-18T05:48:31.655Z"), "2023-12-18T05:48:31.655Z");
+        assert_eq!(t("2024-07-18T08:39:02.000+0000"), "2024-07-18T08:39:02.000Z");
+        assert_eq!(t("1702878511655"), "2023-12-18T05:48:31.655Z");
+        assert_eq!(t("1702878511"), "2023-12-18T05:48:31.000Z");
+    }
+
+    #[test]
+    fn offsets_and_variants() {
+        assert_eq!(t("2024-07-08T09:26:18.239+02:00"), "2024-07-08T07:26:18.239Z");
+        assert_eq!(t("2024-07-08T02:26:18-0500"), "2024-07-08T07:26:18.000Z");
+        assert_eq!(t("2024-07-08 07:26:18"), "2024-07-08T07:26:18.000Z");
+        assert_eq!(t("2024-07-08T07:26:18.239123456Z"), "2024-07-08T07:26:18.239Z");
+        assert_eq!(t("2024-07-08T07:26:18.2Z"), "2024-07-08T07:26:18.200Z");
+        assert_eq!(t("2024-02-29"), "2024-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn rejects_nonsense() {
+        for s in [
+            "", "yesterday", "2023-02-29T00:00:00Z", "2024-13-01T00:00:00Z", "2024-07-08T25:00:00Z",
+            "2024-07-08T07:26:18.Z", "2024-07-08T07:26:18Zjunk", "20231318054831.655", "-5", "NaN",
+            "2024-07-08T07:26:18+99:00",
+        ] {
+            assert_eq!(t(s), "none", "{s}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(s in "\\PC{0,40}") {
+            let _ = parse_timestamp(&s);
+        }
+
+        #[test]
+        fn agrees_with_chrono(ms in 0i64..253_402_300_799_999) {
+            let s = EventTime(ms).to_string();
+            proptest::prop_assert_eq!(parse_timestamp(&s), Some(EventTime(ms)));
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Aggregate: repeated alerts with the same `alert_id` fold into one.
+//!
+//! An alert is emitted when first raised and again (same id) whenever its score
+//! rises. It closes when event time passes the end of its UTC day plus a grace
+//! hour, or at end of input; the close emits a final line if anything changed
+//! since the last one, so the last line per id always carries the final count.
+//! Closed ids are remembered for two more days so a late record continues the
+//! count instead of restarting it. Event time only: never the wall clock.
+
+use crate::event::time::{MS_PER_DAY, MS_PER_HOUR};
+use crate::event::{Alert, EventTime};
+use std::collections::HashMap;
+
+/// Why an alert line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmitKind {
+    Raised,
+    ScoreRose,
+    Closed,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Emit {
+    pub kind: EmitKind,
+    pub alert: Alert,
+}
+
+struct Open {
+    alert: Alert,
+    /// Count or time changed since the last emitted line.
+    dirty: bool,
+    close_at: EventTime,
+}
+
+pub struct Aggregator {
+    max_evidence: usize,
+    open: HashMap<String, Open>,
+    /// Closed aggregates, kept until `forget_at` so late records continue them.
+    closed: HashMap<String, (Alert, EventTime)>,
+    next_close: EventTime,
+}
+
+const GRACE_MS: i64 = MS_PER_HOUR;
+const REMEMBER_MS: i64 = 2 * MS_PER_DAY;
+
+impl Aggregator {
+    pub fn new(max_evidence: usize) -> Aggregator {
+        Aggregator { max_evidence, open: HashMap::new(), closed: HashMap::new(), next_close: EventTime(i64::MAX) }
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn observe(&mut self, mut cand: Alert) -> Option<Emit> {
+        cand.evidence.truncate(self.max_evidence);
+        let Some(open) = self.open.get_mut(&cand.alert_id) else {
+            let close_at = cand.first_time.next_day_start().plus(GRACE_MS);
+            let (alert, kind) = match self.closed.remove(&cand.alert_id) {
+                Some((prev, _)) => {
+                    let mut merged = prev;
+                    let rose = merge(&mut merged, cand, self.max_evidence);
+                    (merged, if rose { EmitKind::ScoreRose } else { EmitKind::Raised })
+                }
+                None => (cand, EmitKind::Raised),
+            };
+            self.next_close = self.next_close.min(close_at);
+            self.open.insert(alert.alert_id.clone(), Open { alert: alert.clone(), dirty: false, close_at });
+            return Some(Emit { kind, alert });
+        };
+        if merge(&mut open.alert, cand, self.max_evidence) {
+            open.dirty = false;
+            return Some(Emit { kind: EmitKind::ScoreRose, alert: open.alert.clone() });
+        }
+        open.dirty = true;
+        None
+    }
+
+    /// Closes aggregates whose day (plus grace) ended before `watermark`.
+    /// Returns every closed aggregate; `Emit::alert` is final.
+    pub fn close_through(&mut self, watermark: EventTime) -> Vec<(Emit, bool)> {
+        if watermark < self.next_close {
+            return Vec::new();
+        }
+        let mut ids: Vec<String> = self.open.iter().filter(|(_, o)| o.close_at <= watermark).map(|(k, _)| k.clone()).collect();
+        ids.sort();
+        let out = ids.into_iter().filter_map(|id| self.close(&id)).collect();
+        self.next_close = self.open.values().map(|o| o.close_at).min().unwrap_or(EventTime(i64::MAX));
+        self.closed.retain(|_, (_, forget_at)| *forget_at > watermark);
+        out
+    }
+
+    /// Closes everything (end of input), ordered by first time then id.
+    pub fn finish(&mut self) -> Vec<(Emit, bool)> {
+        let mut ids: Vec<(EventTime, String)> = self.open.iter().map(|(k, o)| (o.alert.first_time, k.clone())).collect();
+        ids.sort();
+        let out = ids.into_iter().filter_map(|(_, id)| self.close(&id)).collect();
+        self.next_close = EventTime(i64::MAX);
+        out
+    }
+
+    /// Returns the final alert and whether a line must be written for it.
+    fn close(&mut self, id: &str) -> Option<(Emit, bool)> {
+        let o = self.open.remove(id)?;
+        self.closed.insert(id.to_string(), (o.alert.clone(), o.close_at.plus(REMEMBER_MS)));
+        Some((Emit { kind: EmitKind::Closed, alert: o.alert }, o.dirty))
+    }
+}
+
+/// Folds `cand` into `agg`; true when the score rose (factors replaced).
+fn merge(agg: &mut Alert, cand: Alert, max_evidence: usize) -> bool {
+    agg.count += cand.count;
+    if cand.first_time < agg.first_time {
+        agg.first_time = cand.first_time;
+        agg.first_seen = cand.first_seen;
+    }
+    if cand.last_time > agg.last_time {
+        agg.last_time = cand.last_time;
+        agg.last_seen = cand.last_seen;
+    }
+    for e in cand.evidence {
+        if agg.evidence.len() >= max_evidence {
+            break;
+        }
+        if !agg.evidence.contains(&e) {
+            agg.evidence.push(e);
+        }
+    }
+    if cand.score > agg.score {
+        agg.score = cand.score;
+        agg.severity = cand.severity;
+        agg.factors = cand.factors;
+        agg.title = cand.title;
+        if agg.username.is_none() {
+            agg.username = cand.username;
+        }
+        return true;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Rule, Severity};
+
+    fn alert(id: &str, t: i64, score: f64, ev: &str) -> Alert {
+        Alert {
+            alert_id: id.into(),
+            rule: Rule::ClientCredentialsGrant,
+            severity: Severity::High,
+            score,
+            title: format!("t{score}"),
+            org_id: None,
+            user_id: None,
+            username: None,
+            app: None,
+            source_ip: None,
+            first_seen: EventTime(t).to_string(),
+            last_seen: EventTime(t).to_string(),
+            count: 1,
+            factors: vec![],
+            evidence: vec![ev.into()],
+            mitre: vec![],
+            remediation: "",
+            first_time: EventTime(t),
+            last_time: EventTime(t),
+        }
+    }
+
+    #[test]
+    fn raises_then_counts_then_rises_then_closes() {
+        let mut agg = Aggregator::new(2);
+        let e = agg.observe(alert("a", 1000, 7.0, "e1")).unwrap();
+        assert_eq!((e.kind, e.alert.count), (EmitKind::Raised, 1));
+        assert!(agg.observe(alert("a", 2000, 7.0, "e2")).is_none());
+        let e = agg.observe(alert("a", 3000, 8.0, "e3")).unwrap();
+        assert_eq!((e.kind, e.alert.count, e.alert.score), (EmitKind::ScoreRose, 3, 8.0));
+        assert_eq!(e.alert.evidence, vec!["e1", "e2"], "evidence is bounded");
+        assert!(agg.observe(alert("a", 4000, 7.5, "e4")).is_none());
+        let closed = agg.finish();
+        assert_eq!(closed.len(), 1);
+        let (e, write) = &closed[0];
+        assert!(write);
+        assert_eq!((e.alert.count, e.alert.score, e.alert.last_seen.as_str()), (4, 8.0, "1970-01-01T00:00:04.000Z"));
+    }
+
+    #[test]
+    fn unchanged_aggregate_closes_without_a_line() {
+        let mut agg = Aggregator::new(5);
+        agg.observe(alert("a", 1000, 7.0, "e1"));
+        let closed = agg.finish();
+        assert!(!closed[0].1);
+    }
+
+    #[test]
+    fn closes_by_event_time_and_continues_late_records() {
+        let mut agg = Aggregator::new(5);
+        agg.observe(alert("a", 1000, 7.0, "e1"));
+        agg.observe(alert("a", 2000, 7.0, "e2"));
+        assert!(agg.close_through(EventTime(MS_PER_DAY)).is_empty(), "grace hour not over");
+        let closed = agg.close_through(EventTime(MS_PER_DAY + GRACE_MS));
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].0.alert.count, 2);
+        assert_eq!(agg.open_count(), 0);
+        let late = agg.observe(alert("a", 3000, 7.0, "e3")).unwrap();
+        assert_eq!(late.alert.count, 3, "a late record continues the closed count");
+    }
+}

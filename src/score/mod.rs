@@ -1,0 +1,242 @@
+//! Score: `Observation` → `Alert`, explained factor by factor.
+//!
+//! Every successful client-credentials grant starts at the control's High band
+//! (`base_score`, 7.0) and each applicable factor adds its configured weight;
+//! the sum is capped to [0, 10] and mapped to a severity band. Each factor
+//! carries a one-line detail naming its evidence, so an analyst can see why
+//! without re-running anything. Pure: no state, no I/O.
+
+pub mod aggregate;
+
+use crate::config::ScoringConfig;
+use crate::event::{
+    Alert, EnablementObservation, EventTime, Factor, GrantObservation, IpVerdict, Observation, PermGrant, Rule,
+    Severity, SfId,
+};
+use sha2::{Digest, Sha256};
+
+/// ATT&CK techniques: valid cloud accounts, stolen application access tokens,
+/// use of application access tokens.
+const GRANT_MITRE: [&str; 3] = ["T1078.004", "T1528", "T1550.001"];
+/// Adding credentials to a cloud app, and the valid account it then enables.
+const ENABLE_MITRE: [&str; 2] = ["T1098.001", "T1078.004"];
+
+/// From Salesforce's "OAuth Flow Enablement: Disable Client Credentials Flow" control.
+pub const REMEDIATION: &str = "Disable the client credentials flow on this app unless it is required \
+(Security Health Check: OAuth Flow Enablement: Disable Client Credentials Flow). If it is required, \
+run it as a dedicated API-only integration user without administrative permissions or Modify All Data, \
+enforce strict login IP ranges for that user, and prefer the JWT bearer flow with a certificate over a \
+shared client secret. If this activity is unexpected, rotate the consumer secret and revoke the app's tokens.";
+
+pub struct Scorer {
+    cfg: ScoringConfig,
+    default_org: Option<SfId>,
+}
+
+/// A stable id: rule + org + user + app + source IP + UTC day.
+pub fn alert_id(rule: Rule, org: &str, user: &str, app: &str, ip: &str, day: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [rule.id(), org, user, app, ip, day] {
+        h.update(part.as_bytes());
+        h.update([0x1f]);
+    }
+    let digest = h.finalize();
+    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn privilege_detail(user: &str, grants: &[PermGrant]) -> String {
+    let held: Vec<String> = grants.iter().map(|g| format!("{} via {}", g.label, g.via)).collect();
+    format!("run-as user {user} holds {}", held.join("; "))
+}
+
+impl Scorer {
+    pub fn new(cfg: ScoringConfig, default_org: Option<SfId>) -> Scorer {
+        Scorer { cfg, default_org }
+    }
+
+    pub fn severity(&self, score: f64) -> Severity {
+        if score >= self.cfg.critical_from {
+            Severity::Critical
+        } else if score >= self.cfg.high_from {
+            Severity::High
+        } else if score >= self.cfg.medium_from {
+            Severity::Medium
+        } else {
+            Severity::Low
+        }
+    }
+
+    fn total(&self, factors: &[Factor]) -> f64 {
+        round2((self.cfg.base_score + factors.iter().map(|f| f.weight).sum::<f64>()).clamp(0.0, 10.0))
+    }
+
+    pub fn score(&self, obs: &Observation) -> Alert {
+        match obs {
+            Observation::Grant(g) => self.grant(g),
+            Observation::Enablement(e) => self.enablement(e),
+        }
+    }
+
+    /// The factors that apply to one grant, in the documented order.
+    pub fn grant_factors(&self, g: &GrantObservation) -> Vec<Factor> {
+        let w = &self.cfg.weights;
+        let user = g.username.clone().or(g.user_id.map(|i| i.to_string())).unwrap_or_else(|| "unknown".into());
+        let app = g.login.app.as_deref().unwrap_or("unknown app");
+        let ip = g.login.source_ip.as_deref().unwrap_or("no IP");
+        let mut f = Vec::new();
+        let mut add = |id: &'static str, weight: f64, detail: String| f.push(Factor { id, weight, detail });
+        if !g.privileges.is_empty() {
+            add("privileged_run_as_user", w.privileged_run_as_user, privilege_detail(&user, &g.privileges));
+        }
+        if let Some(e) = &g.escalation {
+            add("recent_privilege_escalation", w.recent_privilege_escalation, format!("run-as user {user} {}", e.via));
+        }
+        match &g.ip {
+            IpVerdict::Outside { ranges } => add(
+                "ip_outside_allowed_ranges",
+                w.ip_outside_allowed_ranges,
+                format!("source IP {ip} is outside every allowed range: {ranges}"),
+            ),
+            IpVerdict::NoRestriction { scope } => add(
+                "no_ip_restriction",
+                w.no_ip_restriction,
+                format!("no allowed IP range is known for {scope}"),
+            ),
+            IpVerdict::Inside { range } => add(
+                "ip_within_allowed_ranges",
+                w.ip_within_allowed_ranges,
+                format!("source IP {ip} is inside allowed range {range}"),
+            ),
+            IpVerdict::NoIp => {}
+        }
+        if let Some(known) = g.new_ip {
+            add(
+                "new_source_ip",
+                w.new_source_ip,
+                format!("source IP {ip} not seen before for user {user} and app '{app}' ({known} other IP(s) in history)"),
+            );
+        }
+        if let Some(c) = &g.flow_change {
+            add("flow_recently_enabled", w.flow_recently_enabled, c.what.clone());
+        }
+        if let Some(b) = &g.failed_burst {
+            add(
+                "failed_grant_burst",
+                w.failed_grant_burst,
+                format!("{} failed client-credentials grants for user {user} between {} and {}", b.count, b.first, b.last),
+            );
+        }
+        f
+    }
+
+    fn grant(&self, g: &GrantObservation) -> Alert {
+        let l = &g.login;
+        let factors = self.grant_factors(g);
+        let score = self.total(&factors);
+        let org = l.org_id.or(self.default_org).map(|o| o.to_string());
+        let user_key = g.user_id.map(|i| i.to_string()).or_else(|| g.username.as_deref().map(str::to_lowercase));
+        let user_label = g.username.clone().or_else(|| user_key.clone()).unwrap_or_else(|| "unknown user".into());
+        let privileged = if g.privileges.is_empty() { "" } else { "privileged " };
+        let title = format!(
+            "Client credentials token grant as {privileged}run-as user {user_label} via app '{}' from {}",
+            l.app.as_deref().unwrap_or("unknown"),
+            l.source_ip.as_deref().unwrap_or("unknown IP"),
+        );
+        Alert {
+            alert_id: alert_id(
+                Rule::ClientCredentialsGrant,
+                org.as_deref().unwrap_or(""),
+                user_key.as_deref().unwrap_or(""),
+                &l.app.as_deref().unwrap_or("").to_lowercase(),
+                l.source_ip.as_deref().unwrap_or(""),
+                &l.time.day_string(),
+            ),
+            rule: Rule::ClientCredentialsGrant,
+            severity: self.severity(score),
+            score,
+            title,
+            org_id: org,
+            user_id: g.user_id.map(|i| i.to_string()),
+            username: g.username.clone(),
+            app: l.app.as_deref().map(str::to_string),
+            source_ip: l.source_ip.as_deref().map(str::to_string),
+            first_seen: l.time.to_string(),
+            last_seen: l.time.to_string(),
+            count: 1,
+            factors,
+            evidence: l.event_id.as_deref().map(|e| vec![e.to_string()]).unwrap_or_default(),
+            mitre: GRANT_MITRE.to_vec(),
+            remediation: REMEDIATION,
+            first_time: l.time,
+            last_time: l.time,
+        }
+    }
+
+    fn enablement(&self, e: &EnablementObservation) -> Alert {
+        let w = &self.cfg.weights;
+        let a = &e.audit;
+        let user_id = e.run_as.as_ref().and_then(|u| u.id);
+        let username = e.run_as_username.clone().or_else(|| e.run_as.as_ref().and_then(|u| u.name.as_deref().map(str::to_string)));
+        let user_label = username.clone().or(user_id.map(|i| i.to_string())).unwrap_or_else(|| "unknown".into());
+        let mut factors = Vec::new();
+        if !e.privileges.is_empty() {
+            factors.push(Factor {
+                id: "privileged_run_as_user",
+                weight: w.privileged_run_as_user,
+                detail: privilege_detail(&user_label, &e.privileges),
+            });
+        }
+        if let Some(esc) = &e.escalation {
+            factors.push(Factor {
+                id: "recent_privilege_escalation",
+                weight: w.recent_privilege_escalation,
+                detail: format!("run-as user {user_label} {}", esc.via),
+            });
+        }
+        // A setup change that opens the flow is at least high, whatever the factors.
+        let score = self.total(&factors).max(self.cfg.high_from);
+        let severity = self.severity(score).max(Severity::High);
+        let app = e.app.as_deref().unwrap_or("unnamed app");
+        let title = match &e.run_as {
+            Some(_) => format!("Run-as user {user_label} assigned to client credentials app '{app}' by {}", a.actor_label()),
+            None => format!("Client credentials flow enabled for app '{app}' by {}", a.actor_label()),
+        };
+        let org = self.default_org.map(|o| o.to_string());
+        let time: EventTime = a.time;
+        Alert {
+            alert_id: alert_id(
+                Rule::ClientCredentialsEnabled,
+                org.as_deref().unwrap_or(""),
+                &user_id.map(|i| i.to_string()).or_else(|| username.as_deref().map(str::to_lowercase)).unwrap_or_default(),
+                &e.app.as_deref().unwrap_or("").to_lowercase(),
+                "",
+                &time.day_string(),
+            ),
+            rule: Rule::ClientCredentialsEnabled,
+            severity,
+            score,
+            title,
+            org_id: org,
+            user_id: user_id.map(|i| i.to_string()),
+            username,
+            app: e.app.clone(),
+            source_ip: None,
+            first_seen: time.to_string(),
+            last_seen: time.to_string(),
+            count: 1,
+            factors,
+            evidence: a.id.as_deref().map(|i| vec![i.to_string()]).unwrap_or_default(),
+            mitre: ENABLE_MITRE.to_vec(),
+            remediation: REMEDIATION,
+            first_time: time,
+            last_time: time,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,578 @@
+//! Replay source: archived files → decoded events in event-time order.
+//!
+//! Owns file discovery (directories walked, sorted), format sniffing (gzip by
+//! magic bytes; CSV by header; JSON lines vs one JSON document by whether the
+//! first line is a complete value), chunked reading, parallel decoding, and the
+//! ordering guarantee: events leave in (time, audit-before-login, file, position)
+//! order across all inputs.
+//!
+//! Ordering is streamed, not sorted in memory. Each file feeds a bounded
+//! reorder heap (`replay.reorder_buffer` events shared across files), which
+//! restores order inside a file whose records are locally shuffled; files are
+//! then merged k-way. A record displaced further than the buffer is still
+//! processed, and counted as `out_of_order`. A whole JSON document is already
+//! in memory, so its records are fully sorted.
+//!
+//! Decoding runs on rayon's pool (one thread per core) over ~1 MiB chunks cut
+//! at line boundaries (quote-aware for CSV); results are consumed strictly in
+//! chunk order, so output does not depend on thread timing.
+
+use crate::decode::csv::CsvHeader;
+use crate::decode::{self, Decoded, Reject, RejectReason};
+use crate::event::{EventTime, GrantClass, NormalizedEvent, RecordKind};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+/// A path given on the command line that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Missing, unreadable, or a directory that cannot be listed.
+    #[error("cannot read {path}: {source}")]
+    Unreadable { path: String, source: io::Error },
+    /// Every path was an empty directory.
+    #[error("no input files found under {paths}")]
+    NoFiles { paths: String },
+}
+
+/// Longest JSONL line or CSV row accepted before it is set aside.
+const MAX_LINE_BYTES: usize = 16 << 20;
+
+/// Lists input files: files as given, directories walked recursively in
+/// name order (hidden entries skipped). Every file is opened once to fail
+/// early with a clear error.
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, SourceError> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SourceError> {
+        let unreadable = |source| SourceError::Unreadable { path: dir.display().to_string(), source };
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(unreadable)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')))
+            .collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|source| SourceError::Unreadable { path: p.display().to_string(), source })?;
+        if meta.is_dir() {
+            walk(p, &mut files)?;
+        } else {
+            files.push(p.clone());
+        }
+    }
+    for f in &files {
+        File::open(f).map_err(|source| SourceError::Unreadable { path: f.display().to_string(), source })?;
+    }
+    if files.is_empty() {
+        let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        return Err(SourceError::NoFiles { paths: list.join(", ") });
+    }
+    Ok(files)
+}
+
+/// Receives everything a source learns besides events, in deterministic order.
+pub trait Side {
+    fn reject(&mut self, file: &str, line: u64, reject: Reject);
+    fn counted(&mut self, kind: RecordKind, grant: GrantClass, success: bool, n: u64);
+    fn progress(&mut self, bytes: u64);
+}
+
+/// One decoded event and where it came from.
+#[derive(Debug)]
+pub struct Sourced {
+    pub file: Arc<str>,
+    pub line: u64,
+    pub event: NormalizedEvent,
+}
+
+/// Results of decoding one chunk; line numbers are relative to the chunk (1-based).
+#[derive(Default)]
+struct ChunkOut {
+    events: Vec<(u32, NormalizedEvent)>,
+    rejects: Vec<(u32, Reject)>,
+    counts: Vec<(RecordKind, GrantClass, bool, u64)>,
+}
+
+impl ChunkOut {
+    fn push(&mut self, line: u32, d: Decoded) {
+        match d {
+            Decoded::Event(e) => self.events.push((line, e)),
+            Decoded::Rejected(r) => self.rejects.push((line, r)),
+            Decoded::Counted { kind, grant, success } => {
+                match self.counts.iter_mut().find(|c| c.0 == kind && c.1 == grant && c.2 == success) {
+                    Some(c) => c.3 += 1,
+                    None => self.counts.push((kind, grant, success, 1)),
+                }
+            }
+        }
+    }
+}
+
+fn decode_jsonl(bytes: &[u8]) -> ChunkOut {
+    let mut out = ChunkOut::default();
+    let mut items = Vec::new();
+    let mut start = 0usize;
+    let mut line = 0u32;
+    let ends = memchr::memchr_iter(b'\n', bytes).chain((bytes.last() != Some(&b'\n')).then_some(bytes.len()));
+    for end in ends {
+        line += 1;
+        let mut seg = &bytes[start..end];
+        start = end + 1;
+        while let [rest @ .., b'\r' | b' ' | b'\t'] = seg {
+            seg = rest;
+        }
+        if seg.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        decode::decode_json_unit(seg, &mut items);
+        for d in items.drain(..) {
+            out.push(line, d);
+        }
+    }
+    out
+}
+
+fn decode_csv(header: &CsvHeader, bytes: &[u8]) -> ChunkOut {
+    let mut out = ChunkOut::default();
+    let mut items = Vec::new();
+    decode::csv::decode_chunk(header, bytes, 1, &mut items);
+    for (line, d) in items {
+        out.push(line as u32, d);
+    }
+    out
+}
+
+fn decode_document(bytes: &[u8]) -> ChunkOut {
+    let mut out = ChunkOut::default();
+    let mut items = Vec::new();
+    decode::decode_json_unit(bytes, &mut items);
+    for d in items {
+        out.push(1, d);
+    }
+    // The whole document is in memory: sort it completely (stable, so records
+    // at equal times keep their document order).
+    out.events.sort_by_key(|(_, e)| (e.time(), e.rank()));
+    out
+}
+
+#[derive(Clone)]
+enum FileFormat {
+    Jsonl,
+    Csv(Arc<CsvHeader>),
+    Document,
+}
+
+/// What the reader hands out next.
+enum Piece {
+    /// Whole lines (or the whole document) to decode, and how many newlines they hold.
+    Chunk { bytes: Vec<u8>, lines: u64 },
+    /// A line longer than `MAX_LINE_BYTES`, skipped through its newline.
+    Oversized,
+    /// A read error; the rest of the file is abandoned.
+    Failed(String),
+}
+
+struct ChunkReader {
+    r: Box<dyn Read + Send>,
+    buf: Vec<u8>,
+    eof: bool,
+    chunk_size: usize,
+    skipping: bool,
+}
+
+impl ChunkReader {
+    fn fill(&mut self, want: usize) -> io::Result<()> {
+        while !self.eof && self.buf.len() < want {
+            let old = self.buf.len();
+            let grow = (want - old).max(64 << 10);
+            self.buf.resize(old + grow, 0);
+            match self.r.read(&mut self.buf[old..]) {
+                Ok(0) => {
+                    self.buf.truncate(old);
+                    self.eof = true;
+                }
+                Ok(n) => self.buf.truncate(old + n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.buf.truncate(old),
+                Err(e) => {
+                    self.buf.truncate(old);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, upto: usize) -> Vec<u8> {
+        let mut next = Vec::with_capacity(self.chunk_size + (64 << 10));
+        next.extend_from_slice(&self.buf[upto..]);
+        self.buf.truncate(upto);
+        std::mem::replace(&mut self.buf, next)
+    }
+
+    /// The end of the last complete record in the buffer.
+    fn cut(&self, csv: bool) -> Option<usize> {
+        if !csv {
+            return memchr::memrchr(b'\n', &self.buf).map(|i| i + 1);
+        }
+        let mut in_quotes = false;
+        let mut last = None;
+        for i in memchr::memchr2_iter(b'"', b'\n', &self.buf) {
+            if self.buf[i] == b'"' {
+                in_quotes = !in_quotes;
+            } else if !in_quotes {
+                last = Some(i + 1);
+            }
+        }
+        last
+    }
+
+    fn next_piece(&mut self, format: &FileFormat) -> Option<Piece> {
+        if let FileFormat::Document = format {
+            if self.eof && self.buf.is_empty() {
+                return None;
+            }
+            while !self.eof {
+                let want = self.buf.len() + (4 << 20);
+                if let Err(e) = self.fill(want) {
+                    self.eof = true;
+                    return Some(Piece::Failed(e.to_string()));
+                }
+                if self.buf.len() > decode::MAX_UNIT_BYTES {
+                    self.eof = true;
+                    self.buf = Vec::new();
+                    return Some(Piece::Oversized);
+                }
+            }
+            return Some(Piece::Chunk { bytes: std::mem::take(&mut self.buf), lines: 0 });
+        }
+        let csv = matches!(format, FileFormat::Csv(_));
+        let mut want = self.chunk_size;
+        loop {
+            if self.skipping {
+                match memchr::memchr(b'\n', &self.buf) {
+                    Some(i) => {
+                        self.buf.drain(..=i);
+                        self.skipping = false;
+                    }
+                    None if self.eof => {
+                        self.buf.clear();
+                        self.skipping = false;
+                        return None;
+                    }
+                    None => self.buf.clear(),
+                }
+            }
+            if let Err(e) = self.fill(want) {
+                self.eof = true;
+                self.buf.clear();
+                return Some(Piece::Failed(e.to_string()));
+            }
+            if self.skipping {
+                continue;
+            }
+            if self.buf.is_empty() {
+                return None;
+            }
+            if let Some(end) = self.cut(csv) {
+                let bytes = self.take(end);
+                let lines = memchr::memchr_iter(b'\n', &bytes).count() as u64;
+                return Some(Piece::Chunk { bytes, lines });
+            }
+            if self.eof {
+                let bytes = std::mem::take(&mut self.buf);
+                return Some(Piece::Chunk { bytes, lines: 0 });
+            }
+            if self.buf.len() >= MAX_LINE_BYTES {
+                self.buf.clear();
+                self.skipping = true;
+                return Some(Piece::Oversized);
+            }
+            want = self.buf.len() * 2;
+        }
+    }
+}
+
+/// A queued decode: either a pool job or something the reader already knows.
+enum Pending {
+    Job { rx: mpsc::Receiver<ChunkOut>, lines: u64, bytes: u64 },
+    Oversized,
+    Failed(String),
+}
+
+/// An event waiting in a reorder heap; ordered by (time, rank, seq).
+struct Queued {
+    key: (EventTime, u8, u64),
+    line: u64,
+    event: NormalizedEvent,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+
+struct FileStream {
+    path: Arc<str>,
+    reader: Option<(ChunkReader, FileFormat)>,
+    pending: VecDeque<Pending>,
+    line_base: u64,
+    heap: BinaryHeap<Reverse<Queued>>,
+    cap: usize,
+    seq: u64,
+    depth: usize,
+    opened: bool,
+    file: PathBuf,
+    chunk_size: usize,
+}
+
+impl FileStream {
+    fn open(&mut self, side: &mut dyn Side) {
+        self.opened = true;
+        let reject = |side: &mut dyn Side, reason, detail: String| {
+            side.reject(&self.path, 0, Reject { reason, detail, index: None });
+        };
+        let mut file = match File::open(&self.file) {
+            Ok(f) => f,
+            Err(e) => return reject(side, RejectReason::ReadError, format!("cannot open: {e}")),
+        };
+        let mut head = [0u8; 2];
+        let gz = file.read_exact(&mut head).is_ok() && head == [0x1f, 0x8b];
+        if let Err(e) = file.seek(SeekFrom::Start(0)) {
+            return reject(side, RejectReason::ReadError, e.to_string());
+        }
+        let r: Box<dyn Read + Send> = if gz { Box::new(flate2::read::MultiGzDecoder::new(file)) } else { Box::new(file) };
+        let mut reader = ChunkReader { r, buf: Vec::new(), eof: false, chunk_size: self.chunk_size, skipping: false };
+        if let Err(e) = reader.fill(64 << 10) {
+            return reject(side, RejectReason::ReadError, e.to_string());
+        }
+        if reader.buf.starts_with(b"\xEF\xBB\xBF") {
+            reader.buf.drain(..3);
+        }
+        let Some(format) = sniff(&mut reader, &mut self.line_base) else { return };
+        self.reader = Some((reader, format));
+    }
+
+    /// Queues decode jobs until `depth` are in flight or the file is read.
+    fn refill(&mut self) {
+        while self.pending.len() < self.depth {
+            let Some((reader, format)) = self.reader.as_mut() else { return };
+            let piece = reader.next_piece(format);
+            let piece = match piece {
+                Some(p) => p,
+                None => {
+                    self.reader = None;
+                    return;
+                }
+            };
+            match piece {
+                Piece::Chunk { bytes, lines } => {
+                    let (tx, rx) = mpsc::sync_channel(1);
+                    let n = bytes.len() as u64;
+                    let format = format.clone();
+                    rayon::spawn(move || {
+                        let out = match &format {
+                            FileFormat::Jsonl => decode_jsonl(&bytes),
+                            FileFormat::Csv(h) => decode_csv(h, &bytes),
+                            FileFormat::Document => decode_document(&bytes),
+                        };
+                        let _ = tx.send(out);
+                    });
+                    self.pending.push_back(Pending::Job { rx, lines, bytes: n });
+                }
+                Piece::Oversized => self.pending.push_back(Pending::Oversized),
+                Piece::Failed(e) => {
+                    self.pending.push_back(Pending::Failed(e));
+                    self.reader = None;
+                }
+            }
+        }
+    }
+
+    /// Next event of this file in event-time order, or `None` at its end.
+    fn next(&mut self, side: &mut dyn Side) -> Option<Queued> {
+        if !self.opened {
+            self.open(side);
+        }
+        loop {
+            let drained = self.reader.is_none() && self.pending.is_empty();
+            if self.heap.len() > self.cap || (drained && !self.heap.is_empty()) {
+                return self.heap.pop().map(|Reverse(q)| q);
+            }
+            if drained {
+                return None;
+            }
+            self.refill();
+            let Some(p) = self.pending.pop_front() else { continue };
+            match p {
+                Pending::Job { rx, lines, bytes } => {
+                    let Ok(out) = rx.recv() else {
+                        side.reject(&self.path, self.line_base + 1, Reject {
+                            reason: RejectReason::ReadError,
+                            detail: "decoder thread failed".into(),
+                            index: None,
+                        });
+                        continue;
+                    };
+                    side.progress(bytes);
+                    for (line, r) in out.rejects {
+                        side.reject(&self.path, self.line_base + u64::from(line), r);
+                    }
+                    for (kind, grant, success, n) in out.counts {
+                        side.counted(kind, grant, success, n);
+                    }
+                    for (line, event) in out.events {
+                        self.seq += 1;
+                        let key = (event.time(), event.rank(), self.seq);
+                        self.heap.push(Reverse(Queued { key, line: self.line_base + u64::from(line), event }));
+                    }
+                    self.line_base += lines;
+                }
+                Pending::Oversized => {
+                    side.reject(&self.path, self.line_base + 1, Reject {
+                        reason: RejectReason::RecordTooLarge,
+                        detail: format!("record longer than {} MiB", MAX_LINE_BYTES >> 20),
+                        index: None,
+                    });
+                    self.line_base += 1;
+                }
+                Pending::Failed(e) => {
+                    side.reject(&self.path, self.line_base + 1, Reject {
+                        reason: RejectReason::ReadError,
+                        detail: format!("read failed, rest of file skipped: {e}"),
+                        index: None,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Decides a file's format from its first bytes; consumes a CSV header line.
+fn sniff(reader: &mut ChunkReader, line_base: &mut u64) -> Option<FileFormat> {
+    let first_non_ws = reader.buf.iter().position(|b| !b.is_ascii_whitespace())?;
+    let first = reader.buf[first_non_ws];
+    let line_end = memchr::memchr(b'\n', &reader.buf).unwrap_or(reader.buf.len());
+    if first == b'{' || first == b'[' {
+        let complete = |s: &[u8]| std::str::from_utf8(s).is_ok_and(|t| decode::json::is_complete_value(t.trim()));
+        if complete(&reader.buf[..line_end]) {
+            return Some(FileFormat::Jsonl);
+        }
+        // A corrupt first line of a JSONL file: the next line decides.
+        let rest = &reader.buf[(line_end + 1).min(reader.buf.len())..];
+        let next_end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+        let next = &rest[..next_end];
+        if next.iter().any(|b| !b.is_ascii_whitespace()) && complete(next) {
+            return Some(FileFormat::Jsonl);
+        }
+        return Some(FileFormat::Document);
+    }
+    if let Ok(header) = CsvHeader::parse(&reader.buf[..line_end]) {
+        if header.looks_like_salesforce() {
+            reader.buf.drain(..(line_end + 1).min(reader.buf.len()));
+            *line_base = 1;
+            return Some(FileFormat::Csv(Arc::new(header)));
+        }
+    }
+    // Not recognisably CSV or JSON: read it as lines, each rejected with its reason.
+    Some(FileFormat::Jsonl)
+}
+
+/// All inputs merged into one event-time-ordered stream.
+pub struct Replay {
+    streams: Vec<FileStream>,
+    heads: BinaryHeap<Reverse<(EventTime, u8, usize, u64)>>,
+    head_items: Vec<Option<Queued>>,
+    started: bool,
+    last: Option<(EventTime, u8)>,
+    cancel: Arc<AtomicBool>,
+    /// Events processed earlier in time than the one before them.
+    pub out_of_order: u64,
+}
+
+impl Replay {
+    /// `reorder_buffer` events are shared across the files' reorder heaps.
+    pub fn new(files: &[PathBuf], reorder_buffer: usize, cancel: Arc<AtomicBool>) -> Replay {
+        let n = files.len().max(1);
+        let chunk_size = ((32usize << 20) / n).clamp(64 << 10, 1 << 20);
+        let depth = if n <= 4 { 4 } else if n <= 32 { 2 } else { 1 };
+        let cap = (reorder_buffer / n).max(256);
+        let streams = files
+            .iter()
+            .map(|f| FileStream {
+                path: f.display().to_string().into(),
+                reader: None,
+                pending: VecDeque::new(),
+                line_base: 0,
+                heap: BinaryHeap::new(),
+                cap,
+                seq: 0,
+                depth,
+                opened: false,
+                file: f.clone(),
+                chunk_size,
+            })
+            .collect();
+        Replay {
+            streams,
+            heads: BinaryHeap::new(),
+            head_items: (0..n).map(|_| None).collect(),
+            started: false,
+            last: None,
+            cancel,
+            out_of_order: 0,
+        }
+    }
+
+    fn pull(&mut self, i: usize, side: &mut dyn Side) {
+        if let Some(q) = self.streams[i].next(side) {
+            self.heads.push(Reverse((q.key.0, q.key.1, i, q.key.2)));
+            self.head_items[i] = Some(q);
+        }
+    }
+
+    pub fn next(&mut self, side: &mut dyn Side) -> Option<Sourced> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return None;
+        }
+        if !self.started {
+            self.started = true;
+            for i in 0..self.streams.len() {
+                self.pull(i, side);
+            }
+        }
+        let Reverse((time, rank, i, _)) = self.heads.pop()?;
+        let q = self.head_items[i].take()?;
+        self.pull(i, side);
+        if self.last.is_some_and(|last| (time, rank) < last) {
+            self.out_of_order += 1;
+        } else {
+            self.last = Some((time, rank));
+        }
+        Some(Sourced { file: self.streams[i].path.clone(), line: q.line, event: q.event })
+    }
+}
