@@ -54,6 +54,27 @@ struct AppState {
     last_change: Option<FlowChange>,
 }
 
+/// `changeApplicationClientCredentialEnabled` rows rarely name the app. The
+/// reference's advice is to correlate by time and actor: a run-as assignment
+/// by the same admin within `BIND_WINDOW_MS` binds the enablement to that app.
+/// Unbound, it applies to every app (and says so in its detail).
+#[derive(Debug)]
+struct UnnamedEnable {
+    change: FlowChange,
+    actor: String,
+    bound_app: Option<String>,
+}
+
+const BIND_WINDOW_MS: i64 = 15 * 60_000;
+
+/// The most recent run-as assignment: app key, actor, time.
+#[derive(Debug, Default)]
+struct LastAssignment {
+    app: String,
+    actor: String,
+    at: Option<EventTime>,
+}
+
 #[derive(Debug, Default)]
 struct PairState {
     /// Source IP → last seen, most recent last.
@@ -64,8 +85,9 @@ pub struct Correlator {
     cfg: CorrelateConfig,
     privileges: Privileges,
     apps: HashMap<String, AppState>,
-    /// An enablement whose audit record named no app applies to every app.
-    unnamed_enable: Option<FlowChange>,
+    /// An enablement whose audit record named no app (the usual case).
+    unnamed_enable: Option<UnnamedEnable>,
+    last_assignment: LastAssignment,
     pairs: LruCache<(Principal, String), PairState>,
     failures: LruCache<Principal, VecDeque<EventTime>>,
     watermark: EventTime,
@@ -92,6 +114,7 @@ impl Correlator {
             privileges: Privileges::default(),
             apps: HashMap::new(),
             unnamed_enable: None,
+            last_assignment: LastAssignment::default(),
             pairs,
             failures,
             watermark: EventTime::BEGINNING,
@@ -149,7 +172,13 @@ impl Correlator {
                 });
                 match app {
                     Some(name) => self.apps.entry(app_key(Some(name))).or_default().last_change = change.clone(),
-                    None => self.unnamed_enable = change.clone(),
+                    None => {
+                        let actor = a.actor_label();
+                        let last = &self.last_assignment;
+                        let bound_app = (last.actor == actor && last.at.is_some_and(|at| (a.time.0 - at.0).abs() <= BIND_WINDOW_MS))
+                            .then(|| last.app.clone());
+                        self.unnamed_enable = change.clone().map(|change| UnnamedEnable { change, actor, bound_app });
+                    }
                 }
                 change.map(|_| {
                     Observation::Enablement(Box::new(EnablementObservation {
@@ -167,7 +196,15 @@ impl Correlator {
                 if id.is_none() {
                     self.stats.unresolved_users += 1;
                 }
-                let state = self.apps.entry(app_key(Some(app))).or_default();
+                let key = app_key(Some(app));
+                let actor = a.actor_label();
+                if let Some(u) = self.unnamed_enable.as_mut() {
+                    if u.bound_app.is_none() && u.actor == actor && (a.time.0 - u.change.at.0).abs() <= BIND_WINDOW_MS {
+                        u.bound_app = Some(key.clone());
+                    }
+                }
+                self.last_assignment = LastAssignment { app: key.clone(), actor, at: Some(a.time) };
+                let state = self.apps.entry(key).or_default();
                 state.last_change = Some(FlowChange {
                     at: a.time,
                     what: format!("run-as user {user} assigned to app '{app}' at {} {via}", a.time),
@@ -353,10 +390,21 @@ impl Correlator {
         let window = self.cfg.flow_enabled_window_ms;
         let recent = |c: &&FlowChange| c.at <= t && t.0 - c.at.0 <= window;
         let named = self.apps.get(app).and_then(|a| a.last_change.as_ref()).filter(recent);
-        let unnamed = self.unnamed_enable.as_ref().filter(recent);
+        let unnamed = self
+            .unnamed_enable
+            .as_ref()
+            .filter(|u| u.bound_app.as_deref().is_none_or(|b| b == app))
+            .filter(|u| recent(&&u.change))
+            .map(|u| match &u.bound_app {
+                Some(b) => FlowChange {
+                    at: u.change.at,
+                    what: format!("{}; bound to app '{b}' by a run-as assignment from the same admin within 15 minutes", u.change.what),
+                },
+                None => u.change.clone(),
+            });
         match (named, unnamed) {
-            (Some(a), Some(b)) => Some(if b.at > a.at { b.clone() } else { a.clone() }),
-            (a, b) => a.or(b).cloned(),
+            (Some(a), Some(b)) => Some(if b.at > a.at { b } else { a.clone() }),
+            (a, b) => a.cloned().or(b),
         }
     }
 }
