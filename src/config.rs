@@ -223,7 +223,7 @@ impl Config {
 
     pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
             let msg = e.message().replace('\n', " ");
             ConfigError::Parse {
                 path: path.to_string(),
@@ -375,7 +375,7 @@ mod tests {
         assert_eq!(c.scoring.weights.privileged_run_as_user, 2.0);
         assert_eq!(c.correlation.ranges.by_app["acme etl"].len(), 2);
         assert!(c.correlation.ranges.by_user.contains_key("0055j00000AT6I1AAL"));
-        assert_eq!(c.org_id.unwrap().to_string(), "00D5j00000DgAYGEAV");
+        assert_eq!(c.org_id.unwrap().to_string(), "00D5j00000DgAYGEA3");
     }
 
     #[test]

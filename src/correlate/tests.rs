@@ -1,0 +1,386 @@
+//! Correlator unit tests: one scenario per observation the scorer relies on.
+
+use super::*;
+use crate::config::{Config, LabeledRange};
+use crate::event::{GrantClass, Inventory, Perms, RecordKind};
+
+const USER: &str = "0055j00000MktS1";
+const ADMIN: &str = "admin@acme.example";
+
+fn id(s: &str) -> SfId {
+    SfId::parse(s).unwrap()
+}
+
+fn t(s: &str) -> EventTime {
+    EventTime::from_rfc3339(s).unwrap()
+}
+
+fn correlator() -> Correlator {
+    Correlator::new(Config::default().correlation)
+}
+
+fn grant(time: &str, ip: &str, success: bool) -> NormalizedEvent {
+    NormalizedEvent::Login(Login {
+        time: t(time),
+        kind: RecordKind::LoginEvent,
+        event_id: Some(format!("ev-{time}").into()),
+        org_id: None,
+        user_id: Some(id(USER)),
+        username: Some("marketing-sync@acme.example".into()),
+        app: Some("Marketing Sync".into()),
+        source_ip: Some(ip.into()),
+        success,
+        status: if success { "Success".into() } else { "Failed: Invalid Client Credentials".into() },
+        grant: GrantClass::ClientCredentials,
+    })
+}
+
+fn audit(time: &str, change: AuditChange) -> NormalizedEvent {
+    NormalizedEvent::Audit(Audit {
+        time: t(time),
+        id: Some("0Ym000000000001".into()),
+        action: "x".into(),
+        section: None,
+        display: "".into(),
+        actor_id: None,
+        actor: Some(ADMIN.into()),
+        delegate: None,
+        change,
+    })
+}
+
+fn psa(perm_set: &str, perms: Perms) -> NormalizedEvent {
+    NormalizedEvent::Inventory(Inventory::PermissionSetAssignment {
+        user_id: id(USER),
+        username: Some("marketing-sync@acme.example".into()),
+        perm_set: perm_set.into(),
+        owned_by_profile: false,
+        profile: None,
+        perms,
+        known: Perms(63),
+    })
+}
+
+fn profile_row(profile: &str, perms: Perms) -> NormalizedEvent {
+    NormalizedEvent::Inventory(Inventory::PermissionSetAssignment {
+        user_id: id(USER),
+        username: None,
+        perm_set: "X00e000000001".into(),
+        owned_by_profile: true,
+        profile: Some(profile.into()),
+        perms,
+        known: Perms(63),
+    })
+}
+
+fn observe_grant(c: &mut Correlator, ev: NormalizedEvent) -> GrantObservation {
+    match c.observe(&ev) {
+        Some(Observation::Grant(g)) => *g,
+        other => panic!("expected a grant observation, got {other:?}"),
+    }
+}
+
+fn user_ref() -> UserRef {
+    UserRef { id: Some(id(USER)), name: Some("Marketing Sync User".into()) }
+}
+
+#[test]
+fn privileges_from_inventory_permission_set_and_profile() {
+    let mut c = correlator();
+    c.observe(&psa("Data Steward", Perms::MODIFY_ALL_DATA));
+    c.observe(&profile_row("Integration", Perms::AUTHOR_APEX.union(Perms::API_ENABLED)));
+    let g = observe_grant(&mut c, grant("2024-07-09T10:00:00Z", "1.2.3.4", true));
+    assert!(g.privileges_known);
+    let labels: Vec<&str> = g.privileges.iter().map(|p| p.label).collect();
+    assert_eq!(labels, ["Modify All Data", "Author Apex"]);
+    assert_eq!(g.privileges[0].via, "permission set 'Data Steward'");
+    assert_eq!(g.privileges[1].via, "profile 'Integration'");
+    assert!(g.escalation.is_none(), "inventory baselines are not escalations");
+}
+
+#[test]
+fn api_enabled_alone_is_not_privileged() {
+    let mut c = correlator();
+    c.observe(&psa("API", Perms::API_ENABLED));
+    let g = observe_grant(&mut c, grant("2024-07-09T10:00:00Z", "1.2.3.4", true));
+    assert!(g.privileges.is_empty());
+    assert!(g.privileges_known);
+}
+
+#[test]
+fn assignment_escalates_within_window_only() {
+    let mut c = correlator();
+    c.observe(&NormalizedEvent::Inventory(Inventory::PermissionSetAssignment {
+        user_id: id("0055j00000Stew1"),
+        username: None,
+        perm_set: "Data Steward".into(),
+        owned_by_profile: false,
+        profile: None,
+        perms: Perms::MODIFY_ALL_DATA,
+        known: Perms(63),
+    }));
+    c.observe(&audit(
+        "2024-07-09T08:05:00Z",
+        AuditChange::PermSetAssignment { perm_set: "Data Steward".into(), user: user_ref(), assigned: true, group: false },
+    ));
+    let g = observe_grant(&mut c, grant("2024-07-09T10:00:00Z", "1.2.3.4", true));
+    assert_eq!(g.privileges.len(), 1);
+    let e = g.escalation.expect("escalated 2 h before");
+    assert_eq!(e.at, t("2024-07-09T08:05:00Z"));
+    assert!(e.via.contains("Modify All Data") && e.via.contains("Data Steward") && e.via.contains(ADMIN), "{}", e.via);
+    let g = observe_grant(&mut c, grant("2024-07-10T08:06:00Z", "1.2.3.4", true));
+    assert!(g.escalation.is_none(), "25 h later is outside the 24 h window");
+    assert_eq!(g.privileges.len(), 1, "still privileged");
+}
+
+#[test]
+fn unassign_and_permission_changes_move_privileges_in_time_order() {
+    let mut c = correlator();
+    c.observe(&psa("Ops", Perms::empty()));
+    let g = observe_grant(&mut c, grant("2024-07-09T09:00:00Z", "1.2.3.4", true));
+    assert!(g.privileges.is_empty());
+    c.observe(&audit(
+        "2024-07-09T09:30:00Z",
+        AuditChange::PermSetPermission { perm_set: "Ops".into(), perm: Perms::MANAGE_USERS, label: "Manage Users".into(), enabled: true },
+    ));
+    let g = observe_grant(&mut c, grant("2024-07-09T10:00:00Z", "1.2.3.4", true));
+    assert_eq!(g.privileges[0].label, "Manage Users");
+    assert!(g.escalation.unwrap().via.contains("Manage Users enabled on permission set 'Ops'"));
+    c.observe(&audit(
+        "2024-07-09T10:30:00Z",
+        AuditChange::PermSetAssignment { perm_set: "Ops".into(), user: user_ref(), assigned: false, group: false },
+    ));
+    let g = observe_grant(&mut c, grant("2024-07-09T11:00:00Z", "1.2.3.4", true));
+    assert!(g.privileges.is_empty() && g.escalation.is_none());
+}
+
+#[test]
+fn profile_permission_and_profile_change() {
+    let mut c = correlator();
+    c.observe(&profile_row("Custom: Integration", Perms::API_ENABLED));
+    c.observe(&audit(
+        "2024-07-09T09:00:00Z",
+        AuditChange::ProfilePermission {
+            profile: "Integration".into(),
+            perm: Perms::CUSTOMIZE_APPLICATION,
+            label: "Customize Application".into(),
+            enabled: true,
+        },
+    ));
+    let g = observe_grant(&mut c, grant("2024-07-09T09:10:00Z", "1.2.3.4", true));
+    assert_eq!(g.privileges[0].label, "Customize Application");
+    c.observe(&audit(
+        "2024-07-09T09:20:00Z",
+        AuditChange::UserProfile { user: user_ref(), from: "Integration".into(), to: "Minimum Access".into() },
+    ));
+    let g = observe_grant(&mut c, grant("2024-07-09T09:30:00Z", "1.2.3.4", true));
+    assert!(g.privileges.is_empty());
+}
+
+#[test]
+fn group_membership_grants_through_components() {
+    let mut c = correlator();
+    c.observe(&NormalizedEvent::Inventory(Inventory::PermissionSetAssignment {
+        user_id: id("0055j00000Stew1"),
+        username: None,
+        perm_set: "Apex Dev".into(),
+        owned_by_profile: false,
+        profile: None,
+        perms: Perms::AUTHOR_APEX,
+        known: Perms(63),
+    }));
+    c.observe(&audit(
+        "2024-07-09T09:00:00Z",
+        AuditChange::PermSetAssignment { perm_set: "Devs".into(), user: user_ref(), assigned: true, group: true },
+    ));
+    c.observe(&audit(
+        "2024-07-09T09:01:00Z",
+        AuditChange::GroupComponent { group: "Devs".into(), perm_set: "Apex Dev".into(), added: true },
+    ));
+    let g = observe_grant(&mut c, grant("2024-07-09T09:10:00Z", "1.2.3.4", true));
+    assert_eq!(g.privileges[0].label, "Author Apex");
+    assert!(g.privileges[0].via.contains("group 'Devs'"));
+}
+
+#[test]
+fn ip_ranges_from_profile_audit_and_config() {
+    let mut c = correlator();
+    c.observe(&profile_row("Custom: Integration Profile", Perms::API_ENABLED));
+    let g = observe_grant(&mut c, grant("2024-07-09T09:00:00Z", "198.51.100.7", true));
+    assert!(matches!(g.ip, IpVerdict::NoRestriction { .. }));
+    c.observe(&audit(
+        "2024-07-09T09:05:00Z",
+        AuditChange::LoginIpRange {
+            profile: "Custom: Integration Profile".into(),
+            range: IpRange::parse("198.51.100.0 to 198.51.100.255").unwrap(),
+            added: true,
+        },
+    ));
+    let g = observe_grant(&mut c, grant("2024-07-09T09:10:00Z", "198.51.100.7", true));
+    assert!(matches!(&g.ip, IpVerdict::Inside { range } if range.contains("profile 'Custom: Integration Profile'")), "{:?}", g.ip);
+    let g = observe_grant(&mut c, grant("2024-07-09T09:11:00Z", "203.0.113.9", true));
+    assert!(matches!(&g.ip, IpVerdict::Outside { ranges } if ranges.contains("198.51.100.0-198.51.100.255")), "{:?}", g.ip);
+    // Relaxing the app's IP policy stops profile ranges from applying.
+    c.observe(&audit(
+        "2024-07-09T09:12:00Z",
+        AuditChange::IpRelaxation { app: "Marketing Sync".into(), relaxed: true, setting: "Relax IP restrictions".into() },
+    ));
+    let g = observe_grant(&mut c, grant("2024-07-09T09:13:00Z", "203.0.113.9", true));
+    assert!(matches!(&g.ip, IpVerdict::NoRestriction { scope } if scope.contains("Relax IP restrictions")), "{:?}", g.ip);
+    // Deleting the range.
+    let mut c2 = correlator();
+    c2.observe(&profile_row("Integration Profile", Perms::API_ENABLED));
+    for added in [true, false] {
+        c2.observe(&audit(
+            "2024-07-09T09:05:00Z",
+            AuditChange::LoginIpRange { profile: "Integration Profile".into(), range: IpRange::parse("198.51.100.0/24").unwrap(), added },
+        ));
+    }
+    let g = observe_grant(&mut c2, grant("2024-07-09T09:10:00Z", "198.51.100.7", true));
+    assert!(matches!(g.ip, IpVerdict::NoRestriction { .. }));
+}
+
+#[test]
+fn config_ranges_per_app_and_user() {
+    let mut cfg = Config::default().correlation;
+    cfg.ranges.by_app.insert(
+        "marketing sync".into(),
+        vec![LabeledRange { range: IpRange::parse("203.0.113.0/24").unwrap(), source: "app 'Marketing Sync' (config)".into() }],
+    );
+    let mut c = Correlator::new(cfg);
+    let g = observe_grant(&mut c, grant("2024-07-09T09:00:00Z", "203.0.113.50", true));
+    assert!(matches!(&g.ip, IpVerdict::Inside { range } if range.contains("(config)")));
+    let g = observe_grant(&mut c, grant("2024-07-09T09:01:00Z", "192.0.2.1", true));
+    assert!(matches!(g.ip, IpVerdict::Outside { .. }));
+    let g = observe_grant(&mut c, grant("2024-07-09T09:02:00Z", "Salesforce.com IP", true));
+    assert_eq!(g.ip, IpVerdict::NoIp);
+}
+
+#[test]
+fn new_source_ip_needs_history_and_ages_out() {
+    let mut c = correlator();
+    let g = observe_grant(&mut c, grant("2024-07-01T09:00:00Z", "203.0.113.50", true));
+    assert_eq!(g.new_ip, None, "first grant of a pair has no history");
+    let g = observe_grant(&mut c, grant("2024-07-01T10:00:00Z", "203.0.113.50", true));
+    assert_eq!(g.new_ip, None);
+    let g = observe_grant(&mut c, grant("2024-07-01T11:00:00Z", "185.220.101.33", true));
+    assert_eq!(g.new_ip, Some(1));
+    let g = observe_grant(&mut c, grant("2024-07-01T12:00:00Z", "185.220.101.33", true));
+    assert_eq!(g.new_ip, None, "seen now");
+    // Failed grants do not teach the history.
+    c.observe(&grant("2024-07-01T12:30:00Z", "192.0.2.1", false));
+    let g = observe_grant(&mut c, grant("2024-07-01T13:00:00Z", "192.0.2.1", true));
+    assert_eq!(g.new_ip, Some(2));
+    // 31 days later everything aged out: no history, no factor.
+    let g = observe_grant(&mut c, grant("2024-08-01T14:00:00Z", "198.18.0.1", true));
+    assert_eq!(g.new_ip, None);
+}
+
+#[test]
+fn ip_history_is_bounded_and_evictions_counted() {
+    let mut cfg = Config::default().correlation;
+    cfg.max_ips_per_pair = 2;
+    cfg.max_pairs = 1;
+    let mut c = Correlator::new(cfg);
+    for (i, ip) in ["10.0.0.1", "10.0.0.2", "10.0.0.3"].iter().enumerate() {
+        observe_grant(&mut c, grant(&format!("2024-07-01T09:0{i}:00Z"), ip, true));
+    }
+    assert_eq!(c.stats.ip_evictions, 1);
+    assert_eq!(c.ips_tracked(), 2);
+    let mut other = grant("2024-07-01T10:00:00Z", "10.0.0.9", true);
+    if let NormalizedEvent::Login(l) = &mut other {
+        l.app = Some("Other".into());
+    }
+    observe_grant(&mut c, other);
+    assert_eq!(c.stats.pair_evictions, 1);
+    assert_eq!(c.pairs_tracked(), 1);
+}
+
+#[test]
+fn flow_enablement_named_unnamed_and_bound() {
+    let mut c = correlator();
+    let obs = c.observe(&audit(
+        "2024-07-09T08:00:00Z",
+        AuditChange::ClientCredentialsEnabled { app: None, enabled: true },
+    ));
+    assert!(matches!(obs, Some(Observation::Enablement(_))));
+    // Unbound: applies to every app.
+    let g = observe_grant(&mut c, grant("2024-07-09T08:00:30Z", "1.2.3.4", true));
+    assert!(g.flow_change.unwrap().what.contains("app not named"));
+    // A run-as assignment by the same admin binds it to that app.
+    let obs = c.observe(&audit(
+        "2024-07-09T08:01:00Z",
+        AuditChange::ClientCredentialsUser { user: user_ref(), app: "Other App".into(), app_id: None },
+    ));
+    match obs {
+        Some(Observation::Enablement(e)) => assert_eq!(e.app.as_deref(), Some("Other App")),
+        other => panic!("{other:?}"),
+    }
+    let g = observe_grant(&mut c, grant("2024-07-09T09:00:00Z", "1.2.3.4", true));
+    assert!(g.flow_change.is_none(), "bound to another app");
+    // Named enablement, and the window.
+    c.observe(&audit(
+        "2024-07-09T09:30:00Z",
+        AuditChange::ClientCredentialsEnabled { app: Some("Marketing Sync".into()), enabled: true },
+    ));
+    let g = observe_grant(&mut c, grant("2024-07-10T09:29:00Z", "1.2.3.4", true));
+    assert!(g.flow_change.unwrap().what.contains("'Marketing Sync'"));
+    let g = observe_grant(&mut c, grant("2024-07-10T09:31:00Z", "1.2.3.4", true));
+    assert!(g.flow_change.is_none(), "older than 24 h");
+    // Disabling produces no observation.
+    assert!(c
+        .observe(&audit("2024-07-10T10:00:00Z", AuditChange::ClientCredentialsEnabled { app: None, enabled: false }))
+        .is_none());
+}
+
+#[test]
+fn run_as_assignment_reports_user_privileges() {
+    let mut c = correlator();
+    c.observe(&psa("Data Steward", Perms::MODIFY_ALL_DATA));
+    let obs = c.observe(&audit(
+        "2024-07-09T08:01:00Z",
+        AuditChange::ClientCredentialsUser { user: user_ref(), app: "Marketing Sync".into(), app_id: None },
+    ));
+    let Some(Observation::Enablement(e)) = obs else { panic!("{obs:?}") };
+    assert_eq!(e.privileges[0].label, "Modify All Data");
+    assert_eq!(e.run_as_username.as_deref(), Some("marketing-sync@acme.example"));
+    let g = observe_grant(&mut c, grant("2024-07-09T09:00:00Z", "1.2.3.4", true));
+    assert!(g.flow_change.unwrap().what.contains("run-as user"));
+}
+
+#[test]
+fn failed_grant_burst_counts_failures_in_window() {
+    let mut c = correlator();
+    for m in 0..4 {
+        c.observe(&grant(&format!("2024-07-09T10:0{m}:00Z"), "185.220.101.33", false));
+    }
+    let g = observe_grant(&mut c, grant("2024-07-09T10:05:00Z", "185.220.101.33", true));
+    assert!(g.failed_burst.is_none(), "4 failures are below the threshold of 5");
+    c.observe(&grant("2024-07-09T10:05:30Z", "185.220.101.33", false));
+    let g = observe_grant(&mut c, grant("2024-07-09T10:06:00Z", "185.220.101.33", true));
+    let b = g.failed_burst.expect("5 failures within 10 min");
+    assert_eq!((b.count, b.first, b.last), (5, t("2024-07-09T10:00:00Z"), t("2024-07-09T10:05:30Z")));
+    let g = observe_grant(&mut c, grant("2024-07-09T10:10:30Z", "185.220.101.33", true));
+    assert!(g.failed_burst.is_none(), "the first failure left the 10 min window");
+}
+
+#[test]
+fn username_only_grants_resolve_through_inventory() {
+    let mut c = correlator();
+    c.observe(&NormalizedEvent::Inventory(Inventory::User {
+        id: id(USER),
+        username: Some("marketing-sync@acme.example".into()),
+        name: Some("Marketing Sync User".into()),
+        active: Some(true),
+        profile: Some("Integration".into()),
+    }));
+    c.observe(&psa("Data Steward", Perms::VIEW_ALL_DATA));
+    let mut ev = grant("2024-07-09T10:00:00Z", "1.2.3.4", true);
+    if let NormalizedEvent::Login(l) = &mut ev {
+        l.user_id = None;
+        l.username = Some("Marketing-Sync@acme.example".into());
+    }
+    let g = observe_grant(&mut c, ev);
+    assert_eq!(g.user_id, Some(id(USER)));
+    assert_eq!(g.privileges[0].label, "View All Data");
+}
