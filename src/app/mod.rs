@@ -228,10 +228,17 @@ pub fn replay(opts: &ReplayOptions, cfg: &Config, cancel: Arc<AtomicBool>) -> an
     while let Some(s) = events.next(&mut tally) {
         tally.summary.count_event(&s.event);
         let t = s.event.time();
-        let is_login = matches!(s.event, NormalizedEvent::Login(_));
-        if opts.until.is_some_and(|u| t > u) || (is_login && opts.since.is_some_and(|since| t < since)) {
-            // Audit records before --since still build context; nothing after --until is used.
+        if opts.until.is_some_and(|u| t > u) {
             tally.summary.outside_window += 1;
+            continue;
+        }
+        if opts.since.is_some_and(|since| t < since) {
+            // Before the window: audit records still build context, silently;
+            // logins are skipped.
+            tally.summary.outside_window += 1;
+            if !matches!(s.event, NormalizedEvent::Login(_)) {
+                pipeline.absorb(&s.event);
+            }
             continue;
         }
         pipeline.process(&s.event, &mut pending);

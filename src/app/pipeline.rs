@@ -39,6 +39,12 @@ impl Pipeline {
         out.extend(self.aggregator.close_through(self.correlator.watermark()));
     }
 
+    /// Applies an event to correlation state without raising alerts: audit
+    /// records before `--since` still build context.
+    pub fn absorb(&mut self, ev: &NormalizedEvent) {
+        let _ = self.correlator.observe(ev);
+    }
+
     /// End of input: closes every open aggregate.
     pub fn finish(&mut self, out: &mut Vec<Output>) {
         out.extend(self.aggregator.finish());

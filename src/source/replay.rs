@@ -476,7 +476,13 @@ impl FileStream {
 fn sniff(reader: &mut ChunkReader, line_base: &mut u64) -> Option<FileFormat> {
     let first_non_ws = reader.buf.iter().position(|b| !b.is_ascii_whitespace())?;
     let first = reader.buf[first_non_ws];
-    let line_end = memchr::memchr(b'\n', &reader.buf).unwrap_or(reader.buf.len());
+    let newline = memchr::memchr(b'\n', &reader.buf);
+    let line_end = newline.unwrap_or(reader.buf.len());
+    if (first == b'{' || first == b'[') && newline.is_none() && !reader.eof {
+        // One line longer than the sniff window: JSON lines (a one-line REST
+        // result is one unit too); an oversized line is set aside there.
+        return Some(FileFormat::Jsonl);
+    }
     if first == b'{' || first == b'[' {
         let complete = |s: &[u8]| std::str::from_utf8(s).is_ok_and(|t| decode::json::is_complete_value(t.trim()));
         if complete(&reader.buf[..line_end]) {

@@ -1,0 +1,322 @@
+//! End-to-end tests of `ccwatch replay` as a user runs it: the real binary on
+//! the shipped samples and on damaged input.
+//!
+//! Golden files live in `tests/golden/`; after an intended change, regenerate
+//! them with `UPDATE_GOLDEN=1 cargo test --test replay_cli` and review the diff.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn ccwatch(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ccwatch")).current_dir(root()).args(args).output().unwrap()
+}
+
+const SAMPLE_ARGS: [&str; 9] = [
+    "replay",
+    "--inventory",
+    "samples/inventory/users.json",
+    "--inventory",
+    "samples/inventory/permission-set-assignments.json",
+    "--config",
+    "ccwatch.toml",
+    "samples/audit",
+    "samples/logins",
+];
+
+fn sample_run(extra: &[&str]) -> Output {
+    let mut args: Vec<&str> = SAMPLE_ARGS.to_vec();
+    args.extend_from_slice(extra);
+    args.push("samples/elf");
+    let out = ccwatch(&args);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn golden(name: &str, actual: &str) {
+    let path = root().join("tests/golden").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    if expected != actual {
+        for (i, (e, a)) in expected.lines().zip(actual.lines()).enumerate() {
+            if e != a {
+                panic!("{name} differs at line {}:\nexpected: {e}\n  actual: {a}", i + 1);
+            }
+        }
+        panic!("{name}: expected {} lines, got {}", expected.lines().count(), actual.lines().count());
+    }
+}
+
+fn alerts(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// The last line written for each alert id, in first-written order.
+fn finals(lines: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    let mut order: Vec<String> = Vec::new();
+    let mut last = std::collections::HashMap::new();
+    for l in lines {
+        let id = l["alert_id"].as_str().unwrap().to_string();
+        if !last.contains_key(&id) {
+            order.push(id.clone());
+        }
+        last.insert(id, l.clone());
+    }
+    order.into_iter().map(|id| last.remove(&id).unwrap()).collect()
+}
+
+#[test]
+fn golden_native_output_and_summary() {
+    let out = sample_run(&[]);
+    golden("samples.native.jsonl", &String::from_utf8(out.stdout).unwrap());
+    golden("samples.summary.txt", &String::from_utf8(out.stderr).unwrap());
+}
+
+#[test]
+fn golden_ocsf_and_ecs_output() {
+    let ocsf = sample_run(&["--format", "ocsf"]);
+    golden("samples.ocsf.jsonl", &String::from_utf8(ocsf.stdout.clone()).unwrap());
+    let ecs = sample_run(&["--format", "ecs"]);
+    golden("samples.ecs.jsonl", &String::from_utf8(ecs.stdout.clone()).unwrap());
+    let native = alerts(&sample_run(&[]).stdout);
+    let (ocsf, ecs) = (alerts(&ocsf.stdout), alerts(&ecs.stdout));
+    assert_eq!((ocsf.len(), ecs.len()), (native.len(), native.len()));
+    for ((n, o), e) in native.iter().zip(&ocsf).zip(&ecs) {
+        assert_eq!(o["class_uid"], 2004);
+        assert_eq!(o["finding_info"]["uid"], n["alert_id"]);
+        assert_eq!(o["unmapped"]["factors"], n["factors"]);
+        assert_eq!(o["src_endpoint"]["ip"], n["source_ip"]);
+        assert_eq!(o["count"], n["count"]);
+        assert_eq!(e["event"]["id"], n["alert_id"]);
+        assert_eq!(e["ccwatch"]["score"], n["score"]);
+        assert_eq!(e["user"]["name"], n["username"]);
+    }
+}
+
+#[test]
+fn output_is_byte_identical_across_runs() {
+    let a = sample_run(&[]);
+    let b = sample_run(&[]);
+    assert_eq!(a.stdout, b.stdout);
+    assert_eq!(a.stderr, b.stderr);
+}
+
+#[test]
+fn sample_scenario_alerts_are_explained() {
+    let lines = alerts(&sample_run(&[]).stdout);
+    let finals = finals(&lines);
+    let by = |user: &str, ip: &str| {
+        finals
+            .iter()
+            .find(|a| a["username"] == user && a["source_ip"] == ip)
+            .unwrap_or_else(|| panic!("no alert for {user} {ip}"))
+            .clone()
+    };
+    // The attack: privileged, escalated, unrestricted, new IP, after a burst.
+    let tor = by("marketing-sync@acme.example", "185.220.101.33");
+    assert_eq!(tor["severity"], "critical");
+    assert_eq!(tor["score"], 10.0);
+    let ids: Vec<&str> = tor["factors"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        ["privileged_run_as_user", "recent_privilege_escalation", "no_ip_restriction", "new_source_ip", "flow_recently_enabled", "failed_grant_burst"]
+    );
+    assert_eq!(tor["count"], 3, "two LoginEvent grants and one from the stream");
+    // The control's low-risk case: inside the profile's login IP range.
+    let etl = by("etl-integration@acme.example", "198.51.100.10");
+    assert_eq!(etl["severity"], "medium");
+    assert_eq!(etl["factors"][0]["id"], "ip_within_allowed_ranges");
+    assert_eq!(etl["count"], 4, "LoginEvent and LoginHistory grants aggregate");
+    // Outside the range.
+    let leaked = by("etl-integration@acme.example", "192.0.2.77");
+    assert_eq!(leaked["factors"][0]["id"], "ip_outside_allowed_ranges");
+    // ELF grants carry the org from ORGANIZATION_ID; the failed ELF grant is not an alert.
+    let elf = by("reporting-api@acme.example", "45.83.64.7");
+    assert_eq!(elf["org_id"], "00D5j00000DgAYGEA3");
+    assert_eq!(elf["count"], 2, "CSV and gzipped JSON rows");
+    assert!(finals.iter().all(|a| a["source_ip"] != "198.18.0.9"));
+    // The next day, after the permission set was removed: no longer privileged.
+    let next_day = finals
+        .iter()
+        .find(|a| a["username"] == "marketing-sync@acme.example" && a["first_seen"].as_str().unwrap().starts_with("2024-07-10"))
+        .unwrap();
+    assert_eq!(next_day["severity"], "high");
+    // Set-up alerts are at least high.
+    let enabled: Vec<_> = finals.iter().filter(|a| a["rule"] == "client_credentials_enabled").collect();
+    assert_eq!(enabled.len(), 3);
+    assert!(enabled.iter().all(|a| a["severity"] == "high" || a["severity"] == "critical"));
+    // Every alert has the documented fields.
+    for a in &finals {
+        for k in [
+            "alert_id", "rule", "severity", "score", "title", "org_id", "user_id", "username", "app", "source_ip", "first_seen",
+            "last_seen", "count", "factors", "evidence", "mitre", "remediation",
+        ] {
+            assert!(a.get(k).is_some(), "missing {k} in {a}");
+        }
+    }
+}
+
+#[test]
+fn repeated_grants_aggregate_and_last_line_has_final_count() {
+    let lines = alerts(&sample_run(&[]).stdout);
+    let grants: u64 = finals(&lines).iter().filter(|a| a["rule"] == "client_credentials_grant").map(|a| a["count"].as_u64().unwrap()).sum();
+    let summary = String::from_utf8(sample_run(&[]).stderr).unwrap();
+    assert!(summary.contains("client_credentials_success=16"), "{summary}");
+    assert_eq!(grants, 16, "every successful grant is counted in exactly one alert");
+    // A score rise re-emits the same alert id.
+    let ids: Vec<&str> = lines.iter().map(|l| l["alert_id"].as_str().unwrap()).collect();
+    assert!(ids.len() > finals(&lines).len());
+}
+
+#[test]
+fn records_are_processed_in_event_time_order_across_files() {
+    // Shuffle the sorted login file: the reorder buffer restores event order,
+    // so the final state of every alert is unchanged.
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read(root().join("samples/logins/login-events.jsonl")).unwrap();
+    let mut lines: Vec<&[u8]> = text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+    lines.reverse();
+    let shuffled = dir.path().join("login-events.jsonl");
+    std::fs::write(&shuffled, lines.join(&b'\n')).unwrap();
+    let stream = root().join("samples/logins/login-event-stream.jsonl");
+    let history = root().join("samples/logins/login-history.json");
+    let run = |logins: &Path| {
+        let out = ccwatch(&[
+            "replay",
+            "--inventory",
+            "samples/inventory",
+            "--config",
+            "ccwatch.toml",
+            "samples/elf",
+            logins.to_str().unwrap(),
+            stream.to_str().unwrap(),
+            history.to_str().unwrap(),
+            "samples/audit",
+        ]);
+        assert!(out.status.success());
+        let mut f: Vec<String> = finals(&alerts(&out.stdout)).iter().map(|a| a.to_string()).collect();
+        f.sort();
+        f
+    };
+    assert_eq!(run(&shuffled), run(&root().join("samples/logins/login-events.jsonl")));
+}
+
+#[test]
+fn rejects_are_counted_and_written_with_file_line_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let rejects = dir.path().join("rejects.jsonl");
+    let out = sample_run(&["--rejects", rejects.to_str().unwrap()]);
+    let summary = String::from_utf8(out.stderr).unwrap();
+    assert!(summary.contains("records rejected: bad_timestamp=1 invalid_json=2 missing_field=1 (total 4)"), "{summary}");
+    let recs: Vec<serde_json::Value> =
+        std::fs::read_to_string(&rejects).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let got: Vec<(u64, &str)> = recs.iter().map(|r| (r["line"].as_u64().unwrap(), r["reason"].as_str().unwrap())).collect();
+    assert_eq!(got, [(29, "invalid_json"), (30, "missing_field"), (31, "bad_timestamp"), (32, "invalid_json")]);
+    assert!(recs.iter().all(|r| r["file"] == "samples/logins/login-events.jsonl"));
+}
+
+#[test]
+fn garbage_files_never_stop_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage: Vec<u8> = (0..20_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(dir.path().join("random.bin"), &garbage).unwrap();
+    std::fs::write(dir.path().join("truncated.json"), b"{\"totalSize\":2,\"done\":true,\"records\":[{\"Id\":").unwrap();
+    std::fs::write(dir.path().join("bad.csv"), b"\"EVENT_TYPE\",\"TIMESTAMP\",\"USER_ID\"\n\"Login\",\"2023\"\n\"Login\",\"20231218054831.655\",\"0055j00000AT6I1\",\"x\"\n").unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, b"{\"EVENT_TYPE\":\"Login\"}\n").unwrap();
+    let mut broken_gz = gz.finish().unwrap();
+    broken_gz.truncate(broken_gz.len() - 6);
+    std::fs::write(dir.path().join("broken.jsonl.gz"), &broken_gz).unwrap();
+    let rejects = dir.path().join("rejects.jsonl");
+    let out = ccwatch(&["replay", "--rejects", rejects.to_str().unwrap(), dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty());
+    let summary = String::from_utf8(out.stderr).unwrap();
+    for reason in ["invalid_json", "invalid_csv", "read_error"] {
+        assert!(summary.contains(reason), "{reason} missing from {summary}");
+    }
+    let text = std::fs::read_to_string(&rejects).unwrap();
+    assert!(text.contains("random.bin") && text.contains("truncated.json") && text.contains("bad.csv"));
+}
+
+#[test]
+fn oversized_line_is_set_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut big = b"{\"EventDate\":\"".to_vec();
+    big.extend(std::iter::repeat_n(b'x', 17 << 20));
+    big.extend(b"\"}\n{\"foo\":1}\n");
+    let f = dir.path().join("big.jsonl");
+    std::fs::write(&f, big).unwrap();
+    let rejects = dir.path().join("r.jsonl");
+    let out = ccwatch(&["replay", "--rejects", rejects.to_str().unwrap(), f.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&rejects).unwrap();
+    assert!(text.contains("\"line\":1,") && text.contains("record_too_large"), "{text}");
+    assert!(text.contains("\"line\":2,") && text.contains("unknown_shape"), "{text}");
+}
+
+#[test]
+fn unreadable_path_is_one_line_error_and_nonzero_exit() {
+    let out = ccwatch(&["replay", "does/not/exist.jsonl"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("ccwatch: cannot read does/not/exist.jsonl"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = ccwatch(&["replay", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no input files"));
+}
+
+#[test]
+fn invalid_config_is_one_line_error_and_nonzero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[scoring]\nmedium_from = 8\nhigh_from = 7\n[correlation]\nfailed_burst_threshold = 0\nbogus = 1\n").unwrap();
+    let out = ccwatch(&["replay", "--config", cfg.to_str().unwrap(), "samples/logins"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("bogus"), "{err}");
+    std::fs::write(&cfg, "[scoring]\nmedium_from = 8\nhigh_from = 7\n[correlation]\nfailed_burst_threshold = 0\n").unwrap();
+    let out = ccwatch(&["check-config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1);
+    assert!(err.contains("bands") && err.contains("failed_burst_threshold"), "all problems at once: {err}");
+    let out = ccwatch(&["check-config", "ccwatch.toml"]);
+    assert!(out.status.success());
+    let out = ccwatch(&["replay", "--config", "missing.toml", "samples/logins"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn since_and_until_window_logins_but_keep_audit_context() {
+    let out = sample_run(&["--since", "2024-07-09T10:00:00Z", "--until", "2024-07-09T23:59:59Z"]);
+    let finals = finals(&alerts(&out.stdout));
+    assert!(finals.iter().all(|a| a["rule"] == "client_credentials_grant"), "set-up alerts are before --since");
+    assert!(finals.iter().all(|a| a["first_seen"].as_str().unwrap() >= "2024-07-09T10:00:00"));
+    assert!(finals.iter().all(|a| a["last_seen"].as_str().unwrap() < "2024-07-10"));
+    // Audit records before --since still made the run-as user privileged.
+    let tor = finals.iter().find(|a| a["source_ip"] == "185.220.101.33").unwrap();
+    assert_eq!(tor["factors"][0]["id"], "privileged_run_as_user");
+    let summary = String::from_utf8(out.stderr).unwrap();
+    assert!(summary.contains("outside_time_window="), "{summary}");
+    assert!(!summary.contains("outside_time_window=0"), "{summary}");
+}
+
+#[test]
+fn output_file_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("alerts.jsonl");
+    let out = sample_run(&["--output", f.to_str().unwrap()]);
+    assert!(out.stdout.is_empty());
+    assert_eq!(std::fs::read(&f).unwrap(), sample_run(&[]).stdout);
+}
