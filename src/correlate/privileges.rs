@@ -269,6 +269,9 @@ impl Privileges {
                 let verb = if *assigned { "assigned" } else { "unassigned" };
                 self.recompute(&[id], Some((t, &format!("{kind} '{perm_set}' {verb} {via}"))));
             }
+            AuditChange::PermSetPermission { perm, .. } | AuditChange::ProfilePermission { perm, .. } if perm.is_empty() => {
+                // A permission ccwatch does not track changes nobody's privilege.
+            }
             AuditChange::PermSetPermission { perm_set, perm, label, enabled } => {
                 let k = key(perm_set);
                 let ps = self

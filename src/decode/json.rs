@@ -109,9 +109,32 @@ impl<'a> Val<'a> {
 }
 
 /// The members of one object, in wire order.
-#[derive(Debug, Clone, Default)]
+///
+/// `slots` indexes members by a one-byte key hash, so a lookup, present or
+/// absent (the common case while detecting a record's shape), usually costs
+/// one table read and one comparison instead of a scan.
+#[derive(Debug, Clone)]
 pub struct Object<'a> {
     members: Vec<(JStr<'a>, Val<'a>)>,
+    /// Key hash → 1 + index of the first member with that hash (0: none).
+    slots: [u8; 256],
+    /// An escaped key or more than 255 members: look up by scanning.
+    scan_only: bool,
+}
+
+impl Default for Object<'_> {
+    fn default() -> Self {
+        Object { members: Vec::new(), slots: [0; 256], scan_only: false }
+    }
+}
+
+#[inline]
+fn key_hash(k: &[u8]) -> u8 {
+    match k {
+        [] => 0,
+        [first, .., last] => (k.len() as u8).wrapping_mul(31) ^ first.wrapping_mul(7) ^ last.rotate_left(3),
+        [only] => (1u8).wrapping_mul(31) ^ only.wrapping_mul(7) ^ only.rotate_left(3),
+    }
 }
 
 impl<'a> Object<'a> {
@@ -119,18 +142,38 @@ impl<'a> Object<'a> {
     pub fn parse(text: &'a str) -> Result<Self, JsonError> {
         let mut p = Parser::new(text);
         p.skip_ws();
-        let mut obj = Object { members: Vec::with_capacity(48) };
+        let mut obj = Object { members: Vec::with_capacity(48), slots: [0; 256], scan_only: false };
         p.object_members(0, &mut obj.members)?;
         p.skip_ws();
         if p.pos != p.bytes.len() {
             return Err(p.err("trailing characters after object"));
         }
+        obj.scan_only = obj.members.len() > 255;
+        for (i, (k, _)) in obj.members.iter().enumerate().take(255) {
+            if k.escaped {
+                obj.scan_only = true;
+                break;
+            }
+            let slot = &mut obj.slots[usize::from(key_hash(k.raw.as_bytes()))];
+            if *slot == 0 {
+                *slot = i as u8 + 1;
+            }
+        }
         Ok(obj)
     }
 
     /// First member with this key.
+    #[inline]
     pub fn get(&self, key: &str) -> Option<Val<'a>> {
-        self.members.iter().find(|(k, _)| k.eq_str(key)).map(|(_, v)| *v)
+        if self.scan_only {
+            return self.members.iter().find(|(k, _)| k.eq_str(key)).map(|(_, v)| *v);
+        }
+        let first = usize::from(self.slots[usize::from(key_hash(key.as_bytes()))]);
+        if first == 0 {
+            return None;
+        }
+        // Members before `first` hash elsewhere; collisions continue after it.
+        self.members[first - 1..].iter().find(|(k, _)| k.raw == key).map(|(_, v)| *v)
     }
 
     /// First member with this key whose value is not `null`.
@@ -140,9 +183,7 @@ impl<'a> Object<'a> {
 
     /// A member's text, with blank strings treated as absent.
     pub fn text(&self, key: &str) -> Option<Cow<'a, str>> {
-        self.get(key)
-            .and_then(|v| v.text())
-            .filter(|s| !s.trim().is_empty())
+        self.get(key).and_then(|v| v.text()).filter(|s| !is_blank(s))
     }
 
     /// Text at a dotted path through nested objects (`"PermissionSet.Name"`), or a
@@ -153,7 +194,8 @@ impl<'a> Object<'a> {
             return Some(v);
         }
         let (head, rest) = path.split_once('.')?;
-        self.get(head)?.as_object()?.path_text(rest)
+        let Val::Obj(nested) = self.get(head)? else { return None };
+        nested_text(nested, rest)
     }
 
     pub fn has(&self, key: &str) -> bool {
@@ -170,6 +212,49 @@ impl<'a> Object<'a> {
 
     pub fn keys(&self) -> impl Iterator<Item = Cow<'a, str>> + '_ {
         self.members.iter().map(|(k, _)| k.value())
+    }
+}
+
+/// A parsed JSON text: objects come back with their members already read, so
+/// a record is scanned once, not validated and then re-read.
+pub enum Root<'a> {
+    Object(Object<'a>),
+    Other(Val<'a>),
+}
+
+/// Parses a whole JSON text, reading a top-level object's members directly.
+pub fn parse_root(text: &str) -> Result<Root<'_>, JsonError> {
+    if text.trim_start().starts_with('{') {
+        Object::parse(text).map(Root::Object)
+    } else {
+        parse(text).map(Root::Other)
+    }
+}
+
+fn is_blank(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_whitespace())
+}
+
+/// Text at `path` inside a validated object text, found by walking its members
+/// without collecting them (relationship objects are read once per record).
+fn nested_text<'a>(obj: &'a str, path: &str) -> Option<Cow<'a, str>> {
+    let (head, rest) = match path.split_once('.') {
+        Some((h, r)) => (h, Some(r)),
+        None => (path, None),
+    };
+    let mut p = Parser::new(obj);
+    p.skip_ws();
+    let mut found = None;
+    p.object_visit(&mut |k, v| {
+        if found.is_none() && k.eq_str(head) {
+            found = Some(v);
+        }
+    })
+    .ok()?;
+    match (found?, rest) {
+        (Val::Obj(inner), Some(rest)) => nested_text(inner, rest),
+        (v, None) => v.text().filter(|s| !is_blank(s)),
+        _ => None,
     }
 }
 
@@ -204,11 +289,13 @@ impl<'a> Parser<'a> {
         Parser { text, bytes: text.as_bytes(), pos: 0 }
     }
 
+    #[cold]
+    #[inline(never)]
     fn err(&self, kind: &'static str) -> JsonError {
         JsonError { kind, offset: self.pos }
     }
 
-    #[inline]
+    #[inline(always)]
     fn skip_ws(&mut self) {
         while let Some(&b) = self.bytes.get(self.pos) {
             if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
@@ -224,6 +311,7 @@ impl<'a> Parser<'a> {
         self.bytes.get(self.pos).copied()
     }
 
+    #[inline(always)]
     fn value(&mut self, depth: usize) -> Result<Val<'a>, JsonError> {
         match self.peek() {
             None => Err(self.err("unexpected end of input")),
@@ -294,23 +382,18 @@ impl<'a> Parser<'a> {
     }
 
     /// At an opening quote; leaves `pos` after the closing quote.
-    #[inline]
+    #[inline(always)]
     fn string(&mut self) -> Result<JStr<'a>, JsonError> {
         self.pos += 1;
         let start = self.pos;
         let mut escaped = false;
         loop {
-            let rest = &self.bytes[self.pos..];
-            let Some(off) = memchr::memchr2(b'"', b'\\', rest) else {
-                self.pos = self.bytes.len();
-                return Err(self.err("unterminated string"));
-            };
-            if rest[..off].iter().any(|&b| b < 0x20) {
-                let bad = rest[..off].iter().position(|&b| b < 0x20).unwrap_or(0);
-                self.pos += bad;
-                return Err(self.err("control character in string"));
+            self.pos = scan_plain(self.bytes, self.pos);
+            match self.bytes.get(self.pos) {
+                None => return Err(self.err("unterminated string")),
+                Some(b'"' | b'\\') => {}
+                Some(_) => return Err(self.err("control character in string")),
             }
-            self.pos += off;
             if self.bytes[self.pos] == b'"' {
                 let raw = &self.text[start..self.pos];
                 self.pos += 1;
@@ -332,22 +415,19 @@ impl<'a> Parser<'a> {
     }
 
     fn skip_object(&mut self, depth: usize) -> Result<(), JsonError> {
-        self.object_inner(depth, None)
+        self.object_inner(depth, &mut |_, _| {})
     }
 
-    fn object_members(
-        &mut self,
-        depth: usize,
-        out: &mut Vec<(JStr<'a>, Val<'a>)>,
-    ) -> Result<(), JsonError> {
-        self.object_inner(depth + 1, Some(out))
+    /// Walks one object's members, calling `f` for each, without collecting them.
+    fn object_visit(&mut self, f: &mut impl FnMut(JStr<'a>, Val<'a>)) -> Result<(), JsonError> {
+        self.object_inner(1, f)
     }
 
-    fn object_inner(
-        &mut self,
-        depth: usize,
-        mut out: Option<&mut Vec<(JStr<'a>, Val<'a>)>>,
-    ) -> Result<(), JsonError> {
+    fn object_members(&mut self, depth: usize, out: &mut Vec<(JStr<'a>, Val<'a>)>) -> Result<(), JsonError> {
+        self.object_inner(depth + 1, &mut |k, v| out.push((k, v)))
+    }
+
+    fn object_inner(&mut self, depth: usize, out: &mut impl FnMut(JStr<'a>, Val<'a>)) -> Result<(), JsonError> {
         if depth > MAX_DEPTH {
             return Err(self.err("nesting too deep"));
         }
@@ -373,9 +453,7 @@ impl<'a> Parser<'a> {
             self.pos += 1;
             self.skip_ws();
             let v = self.value(depth)?;
-            if let Some(out) = out.as_deref_mut() {
-                out.push((key, v));
-            }
+            out(key, v);
             self.skip_ws();
             match self.peek() {
                 Some(b',') => self.pos += 1,
@@ -422,6 +500,34 @@ impl<'a> Parser<'a> {
             }
         }
     }
+}
+
+/// Index of the first byte at or after `i` that ends a run of plain string
+/// characters: `"`, `\\` or a control character (or `bytes.len()`). Eight bytes
+/// at a time with the classic SWAR zero-byte test; the lowest flagged byte is
+/// exact, which is the one taken.
+#[inline]
+fn scan_plain(bytes: &[u8], mut i: usize) -> usize {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        let q = w ^ (LO * u64::from(b'"'));
+        let b = w ^ (LO * u64::from(b'\\'));
+        let m = (q.wrapping_sub(LO) & !q) | (b.wrapping_sub(LO) & !b) | (w.wrapping_sub(LO * 0x20) & !w);
+        let m = m & HI;
+        if m != 0 {
+            return i + (m.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&c) = bytes.get(i) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            return i;
+        }
+        i += 1;
+    }
+    i
 }
 
 /// Decodes the escapes of an already validated string body.

@@ -128,8 +128,9 @@ pub fn decode_json_unit(bytes: &[u8], out: &mut Vec<Decoded>) {
             return;
         }
     };
-    match json::parse(text) {
-        Ok(v) => decode_value(v, None, 0, out),
+    match json::parse_root(text) {
+        Ok(json::Root::Object(obj)) => decode_object(&obj, None, 0, out),
+        Ok(json::Root::Other(v)) => decode_value(v, None, 0, out),
         Err(e) => out.push(Decoded::reject(RejectReason::InvalidJson, e.to_string(), None)),
     }
 }
@@ -157,6 +158,11 @@ fn decode_value(v: Val<'_>, index: Option<u32>, wrap: u8, out: &mut Vec<Decoded>
 }
 
 fn decode_object(obj: &Object<'_>, index: Option<u32>, wrap: u8, out: &mut Vec<Decoded>) {
+    // A REST row names its type; no envelope carries `attributes`.
+    let attr_type = obj.path_text("attributes.type");
+    if attr_type.is_some() {
+        return decode_record(obj, attr_type.as_deref(), index, out);
+    }
     if wrap < MAX_WRAP {
         // REST query result: {"totalSize":…,"done":…,"records":[…]}
         if let Some(records @ Val::Arr(_)) = obj.get("records") {
@@ -197,8 +203,7 @@ fn decode_object(obj: &Object<'_>, index: Option<u32>, wrap: u8, out: &mut Vec<D
             }
         }
     }
-    let attr_type = obj.path_text("attributes.type");
-    decode_record(obj, attr_type.as_deref(), index, out);
+    decode_record(obj, None, index, out);
 }
 
 fn get_path<'a>(obj: &Object<'a>, path: &str) -> Option<Val<'a>> {

@@ -196,20 +196,11 @@ struct ChunkReader {
 impl ChunkReader {
     fn fill(&mut self, want: usize) -> io::Result<()> {
         while !self.eof && self.buf.len() < want {
-            let old = self.buf.len();
-            let grow = (want - old).max(64 << 10);
-            self.buf.resize(old + grow, 0);
-            match self.r.read(&mut self.buf[old..]) {
-                Ok(0) => {
-                    self.buf.truncate(old);
-                    self.eof = true;
-                }
-                Ok(n) => self.buf.truncate(old + n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.buf.truncate(old),
-                Err(e) => {
-                    self.buf.truncate(old);
-                    return Err(e);
-                }
+            let grow = (want - self.buf.len()).max(64 << 10);
+            // `read_to_end` on a `Take` reads into spare capacity without zeroing it.
+            let n = (&mut self.r).take(grow as u64).read_to_end(&mut self.buf)?;
+            if n < grow {
+                self.eof = true;
             }
         }
         Ok(())
