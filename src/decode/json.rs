@@ -110,21 +110,43 @@ impl<'a> Val<'a> {
 
 /// The members of one object, in wire order.
 ///
-/// `slots` indexes members by a one-byte key hash, so a lookup, present or
-/// absent (the common case while detecting a record's shape), usually costs
+/// Members are stored compactly as offsets into the object's text (20 bytes
+/// each), and `slots` indexes them by a one-byte key hash, so a lookup, present
+/// or absent (the common case while detecting a record's shape), usually costs
 /// one table read and one comparison instead of a scan.
 #[derive(Debug, Clone)]
 pub struct Object<'a> {
-    members: Vec<(JStr<'a>, Val<'a>)>,
+    text: &'a str,
+    members: Vec<Member>,
     /// Key hash → 1 + index of the first member with that hash (0: none).
     slots: [u8; 256],
     /// An escaped key or more than 255 members: look up by scanning.
     scan_only: bool,
 }
 
+/// One member as offsets into the object text.
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    key: u32,
+    key_len: u32,
+    val: u32,
+    val_len: u32,
+    tag: u8,
+    key_escaped: bool,
+    val_escaped: bool,
+}
+
+const TAG_NULL: u8 = 0;
+const TAG_FALSE: u8 = 1;
+const TAG_TRUE: u8 = 2;
+const TAG_NUM: u8 = 3;
+const TAG_STR: u8 = 4;
+const TAG_OBJ: u8 = 5;
+const TAG_ARR: u8 = 6;
+
 impl Default for Object<'_> {
     fn default() -> Self {
-        Object { members: Vec::new(), slots: [0; 256], scan_only: false }
+        Object { text: "", members: Vec::new(), slots: [0; 256], scan_only: false }
     }
 }
 
@@ -140,21 +162,47 @@ fn key_hash(k: &[u8]) -> u8 {
 impl<'a> Object<'a> {
     /// Parses one object text (braces included) into its members.
     pub fn parse(text: &'a str) -> Result<Self, JsonError> {
+        if text.len() > u32::MAX as usize {
+            return Err(JsonError { kind: "object larger than 4 GiB", offset: 0 });
+        }
+        let base = text.as_ptr() as usize;
+        let off = |s: &str| (s.as_ptr() as usize - base) as u32;
         let mut p = Parser::new(text);
         p.skip_ws();
-        let mut obj = Object { members: Vec::with_capacity(48), slots: [0; 256], scan_only: false };
-        p.object_members(0, &mut obj.members)?;
+        let mut members = Vec::with_capacity(48);
+        p.object_inner(1, &mut |k: JStr<'a>, v: Val<'a>| {
+            let (tag, raw, val_escaped) = match v {
+                Val::Null => (TAG_NULL, "", false),
+                Val::Bool(false) => (TAG_FALSE, "", false),
+                Val::Bool(true) => (TAG_TRUE, "", false),
+                Val::Num(n) => (TAG_NUM, n, false),
+                Val::Str(s) => (TAG_STR, s.raw, s.escaped),
+                Val::Obj(o) => (TAG_OBJ, o, false),
+                Val::Arr(a) => (TAG_ARR, a, false),
+            };
+            members.push(Member {
+                key: off(k.raw),
+                key_len: k.raw.len() as u32,
+                val: if raw.is_empty() { 0 } else { off(raw) },
+                val_len: raw.len() as u32,
+                tag,
+                key_escaped: k.escaped,
+                val_escaped,
+            });
+        })?;
         p.skip_ws();
         if p.pos != p.bytes.len() {
             return Err(p.err("trailing characters after object"));
         }
+        let mut obj = Object { text, members, slots: [0; 256], scan_only: false };
         obj.scan_only = obj.members.len() > 255;
-        for (i, (k, _)) in obj.members.iter().enumerate().take(255) {
-            if k.escaped {
+        for i in 0..obj.members.len().min(255) {
+            let m = obj.members[i];
+            if m.key_escaped {
                 obj.scan_only = true;
                 break;
             }
-            let slot = &mut obj.slots[usize::from(key_hash(k.raw.as_bytes()))];
+            let slot = &mut obj.slots[usize::from(key_hash(obj.raw_key(&m).as_bytes()))];
             if *slot == 0 {
                 *slot = i as u8 + 1;
             }
@@ -162,18 +210,41 @@ impl<'a> Object<'a> {
         Ok(obj)
     }
 
+    #[inline]
+    fn raw_key(&self, m: &Member) -> &'a str {
+        &self.text[m.key as usize..(m.key + m.key_len) as usize]
+    }
+
+    fn key(&self, m: &Member) -> JStr<'a> {
+        JStr { raw: self.raw_key(m), escaped: m.key_escaped }
+    }
+
+    #[inline]
+    fn value(&self, m: &Member) -> Val<'a> {
+        let raw = &self.text[m.val as usize..(m.val + m.val_len) as usize];
+        match m.tag {
+            TAG_NULL => Val::Null,
+            TAG_FALSE => Val::Bool(false),
+            TAG_TRUE => Val::Bool(true),
+            TAG_NUM => Val::Num(raw),
+            TAG_STR => Val::Str(JStr { raw, escaped: m.val_escaped }),
+            TAG_OBJ => Val::Obj(raw),
+            _ => Val::Arr(raw),
+        }
+    }
+
     /// First member with this key.
     #[inline]
     pub fn get(&self, key: &str) -> Option<Val<'a>> {
         if self.scan_only {
-            return self.members.iter().find(|(k, _)| k.eq_str(key)).map(|(_, v)| *v);
+            return self.members.iter().find(|m| self.key(m).eq_str(key)).map(|m| self.value(m));
         }
         let first = usize::from(self.slots[usize::from(key_hash(key.as_bytes()))]);
         if first == 0 {
             return None;
         }
         // Members before `first` hash elsewhere; collisions continue after it.
-        self.members[first - 1..].iter().find(|(k, _)| k.raw == key).map(|(_, v)| *v)
+        self.members[first - 1..].iter().find(|m| self.raw_key(m) == key).map(|m| self.value(m))
     }
 
     /// First member with this key whose value is not `null`.
@@ -211,7 +282,7 @@ impl<'a> Object<'a> {
     }
 
     pub fn keys(&self) -> impl Iterator<Item = Cow<'a, str>> + '_ {
-        self.members.iter().map(|(k, _)| k.value())
+        self.members.iter().map(|m| self.key(m).value())
     }
 }
 
@@ -421,10 +492,6 @@ impl<'a> Parser<'a> {
     /// Walks one object's members, calling `f` for each, without collecting them.
     fn object_visit(&mut self, f: &mut impl FnMut(JStr<'a>, Val<'a>)) -> Result<(), JsonError> {
         self.object_inner(1, f)
-    }
-
-    fn object_members(&mut self, depth: usize, out: &mut Vec<(JStr<'a>, Val<'a>)>) -> Result<(), JsonError> {
-        self.object_inner(depth + 1, &mut |k, v| out.push((k, v)))
     }
 
     fn object_inner(&mut self, depth: usize, out: &mut impl FnMut(JStr<'a>, Val<'a>)) -> Result<(), JsonError> {
