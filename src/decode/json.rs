@@ -166,10 +166,12 @@ impl<'a> Object<'a> {
             return Err(JsonError { kind: "object larger than 4 GiB", offset: 0 });
         }
         let base = text.as_ptr() as usize;
-        let off = |s: &str| (s.as_ptr() as usize - base) as u32;
+        let off = |s: &str| (s.as_ptr() as usize).wrapping_sub(base) as u32;
         let mut p = Parser::new(text);
         p.skip_ws();
-        let mut members = Vec::with_capacity(48);
+        let mut members: Vec<Member> = Vec::with_capacity(48);
+        let mut slots = [0u8; 256];
+        let mut scan_only = false;
         p.object_inner(1, &mut |k: JStr<'a>, v: Val<'a>| {
             let (tag, raw, val_escaped) = match v {
                 Val::Null => (TAG_NULL, "", false),
@@ -180,6 +182,15 @@ impl<'a> Object<'a> {
                 Val::Obj(o) => (TAG_OBJ, o, false),
                 Val::Arr(a) => (TAG_ARR, a, false),
             };
+            let i = members.len();
+            if k.escaped || i >= 255 {
+                scan_only = true;
+            } else {
+                let slot = &mut slots[usize::from(key_hash(k.raw.as_bytes()))];
+                if *slot == 0 {
+                    *slot = i as u8 + 1;
+                }
+            }
             members.push(Member {
                 key: off(k.raw),
                 key_len: k.raw.len() as u32,
@@ -194,20 +205,7 @@ impl<'a> Object<'a> {
         if p.pos != p.bytes.len() {
             return Err(p.err("trailing characters after object"));
         }
-        let mut obj = Object { text, members, slots: [0; 256], scan_only: false };
-        obj.scan_only = obj.members.len() > 255;
-        for i in 0..obj.members.len().min(255) {
-            let m = obj.members[i];
-            if m.key_escaped {
-                obj.scan_only = true;
-                break;
-            }
-            let slot = &mut obj.slots[usize::from(key_hash(obj.raw_key(&m).as_bytes()))];
-            if *slot == 0 {
-                *slot = i as u8 + 1;
-            }
-        }
-        Ok(obj)
+        Ok(Object { text, members, slots, scan_only })
     }
 
     #[inline]
@@ -244,7 +242,12 @@ impl<'a> Object<'a> {
             return None;
         }
         // Members before `first` hash elsewhere; collisions continue after it.
-        self.members[first - 1..].iter().find(|m| self.raw_key(m) == key).map(|m| self.value(m))
+        let key = key.as_bytes();
+        let text = self.text.as_bytes();
+        self.members[first - 1..]
+            .iter()
+            .find(|m| text.get(m.key as usize..(m.key + m.key_len) as usize) == Some(key))
+            .map(|m| self.value(m))
     }
 
     /// First member with this key whose value is not `null`.
@@ -353,11 +356,52 @@ struct Parser<'a> {
     text: &'a str,
     bytes: &'a [u8],
     pos: usize,
+    /// Bit i set when byte i is `"`. Built only for texts with no backslash
+    /// and no control byte, where every quote opens or closes a string, so a
+    /// string's end is one bit search instead of a byte loop whose exit branch
+    /// mispredicts once per string.
+    quotes: Vec<u64>,
+    plain: bool,
+}
+
+/// Texts shorter than this are scanned byte by byte.
+const INDEX_MIN_LEN: usize = 256;
+
+thread_local! {
+    /// The quote bitmap's storage, reused so the hot path does not allocate.
+    static QUOTE_INDEX: std::cell::Cell<Vec<u64>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+impl Drop for Parser<'_> {
+    fn drop(&mut self) {
+        if self.quotes.capacity() > 0 {
+            QUOTE_INDEX.set(std::mem::take(&mut self.quotes));
+        }
+    }
 }
 
 impl<'a> Parser<'a> {
     fn new(text: &'a str) -> Self {
-        Parser { text, bytes: text.as_bytes(), pos: 0 }
+        let bytes = text.as_bytes();
+        let mut quotes = Vec::new();
+        let mut plain = false;
+        if bytes.len() >= INDEX_MIN_LEN {
+            quotes = QUOTE_INDEX.take();
+            plain = quote_index::build(bytes, &mut quotes);
+        }
+        Parser { text, bytes, pos: 0, quotes, plain }
+    }
+
+    /// Position of the first quote at or after `from`.
+    #[inline(always)]
+    fn next_quote(&self, from: usize) -> Option<usize> {
+        let mut w = from / 64;
+        let mut word = *self.quotes.get(w)? & (u64::MAX << (from % 64));
+        while word == 0 {
+            w += 1;
+            word = *self.quotes.get(w)?;
+        }
+        Some(w * 64 + word.trailing_zeros() as usize)
     }
 
     #[cold]
@@ -457,6 +501,14 @@ impl<'a> Parser<'a> {
     fn string(&mut self) -> Result<JStr<'a>, JsonError> {
         self.pos += 1;
         let start = self.pos;
+        if self.plain {
+            let Some(end) = self.next_quote(start) else {
+                self.pos = self.bytes.len();
+                return Err(self.err("unterminated string"));
+            };
+            self.pos = end + 1;
+            return Ok(JStr { raw: &self.text[start..end], escaped: false });
+        }
         let mut escaped = false;
         loop {
             self.pos = scan_plain(self.bytes, self.pos);
@@ -566,6 +618,67 @@ impl<'a> Parser<'a> {
                 _ => return Err(self.err("expected ',' or ']'")),
             }
         }
+    }
+}
+
+/// The quote bitmap, sixteen bytes at a time.
+mod quote_index {
+    /// Fills `out` with one bit per byte of `bytes` (set for `"`); returns false,
+    /// leaving `out` unusable, when a backslash or control byte is present.
+    pub fn build(bytes: &[u8], out: &mut Vec<u64>) -> bool {
+        out.clear();
+        out.reserve(bytes.len() / 64 + 1);
+        let mut blocks = bytes.chunks_exact(64);
+        let mut special = false;
+        for block in &mut blocks {
+            let (q, sp) = block64(block);
+            out.push(q);
+            special |= sp;
+        }
+        let rest = blocks.remainder();
+        let mut q = 0u64;
+        for (i, &b) in rest.iter().enumerate() {
+            q |= u64::from(b == b'"') << i;
+            special |= b == b'\\' || b < 0x20;
+        }
+        out.push(q);
+        !special
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn block64(block: &[u8]) -> (u64, bool) {
+        use std::arch::x86_64::*;
+        let mut q = 0u64;
+        let mut sp = 0i32;
+        for (i, lane) in block.chunks_exact(16).enumerate() {
+            // SAFETY: SSE2 is part of the x86_64 baseline, so these intrinsics
+            // are always available; `lane` is exactly 16 readable bytes and
+            // `loadu` has no alignment requirement.
+            unsafe {
+                let v = _mm_loadu_si128(lane.as_ptr().cast());
+                let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+                let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+                // b < 0x20 (unsigned)  <=>  max(b, 0x1f) == 0x1f
+                let low = _mm_set1_epi8(0x1f);
+                let control = _mm_cmpeq_epi8(_mm_max_epu8(v, low), low);
+                q |= u64::from(_mm_movemask_epi8(quote) as u32) << (16 * i);
+                sp |= _mm_movemask_epi8(_mm_or_si128(backslash, control));
+            }
+        }
+        (q, sp != 0)
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    #[inline(always)]
+    fn block64(block: &[u8]) -> (u64, bool) {
+        let mut q = 0u64;
+        let mut sp = false;
+        for (i, &b) in block.iter().enumerate() {
+            q |= u64::from(b == b'"') << i;
+            sp |= b == b'\\' || b < 0x20;
+        }
+        (q, sp)
     }
 }
 

@@ -134,9 +134,10 @@ pub fn decode<'a, F: Fields<'a>>(f: &F, kind: RecordKind, fallback_id: Option<&s
         );
     };
     let user_text = first_text(f, schema.user_id);
-    let user_id = user_text.as_deref().and_then(SfId::parse);
     let username = first_text(f, schema.username);
-    if user_id.is_none() && username.is_none() {
+    // Parse the id only when it matters: for a grant, or when it is the only key.
+    let user_id = || user_text.as_deref().and_then(SfId::parse);
+    if username.is_none() && user_id().is_none() {
         return reject(
             RejectReason::MissingField,
             format!("{} has no {} or {}", kind.label(), schema.user_id[0], schema.username[0]),
@@ -158,7 +159,7 @@ pub fn decode<'a, F: Fields<'a>>(f: &F, kind: RecordKind, fallback_id: Option<&s
         kind,
         event_id,
         org_id: schema.org.and_then(|o| f.text(o)).and_then(|o| SfId::parse(&o)),
-        user_id,
+        user_id: user_id(),
         username: username.map(|u| u.into()),
         app: schema.app.and_then(|a| f.text(a)).map(|a| a.into()),
         source_ip: f.text(schema.ip).map(|s| s.trim().into()),

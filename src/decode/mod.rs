@@ -117,7 +117,8 @@ pub const MAX_UNIT_BYTES: usize = 256 << 20;
 
 /// Decodes one JSON unit (a JSONL line or a whole document).
 pub fn decode_json_unit(bytes: &[u8], out: &mut Vec<Decoded>) {
-    let text = match std::str::from_utf8(bytes) {
+    // SIMD validation first (the common, valid case); std only to locate an error.
+    let text = match simdutf8::basic::from_utf8(bytes).or_else(|_| std::str::from_utf8(bytes)) {
         Ok(t) => t,
         Err(e) => {
             out.push(Decoded::reject(

@@ -101,6 +101,8 @@ pub struct Sourced {
 /// Results of decoding one chunk; line numbers are relative to the chunk (1-based).
 #[derive(Default)]
 struct ChunkOut {
+    /// Newlines in the chunk, so the next chunk's line numbers follow on.
+    lines: u64,
     events: Vec<(u32, NormalizedEvent)>,
     rejects: Vec<(u32, Reject)>,
     counts: Vec<(RecordKind, GrantClass, bool, u64)>,
@@ -122,7 +124,7 @@ impl ChunkOut {
 }
 
 fn decode_jsonl(bytes: &[u8]) -> ChunkOut {
-    let mut out = ChunkOut::default();
+    let mut out = ChunkOut { lines: memchr::memchr_iter(b'\n', bytes).count() as u64, ..ChunkOut::default() };
     let mut items = Vec::new();
     let mut start = 0usize;
     let mut line = 0u32;
@@ -146,7 +148,7 @@ fn decode_jsonl(bytes: &[u8]) -> ChunkOut {
 }
 
 fn decode_csv(header: &CsvHeader, bytes: &[u8]) -> ChunkOut {
-    let mut out = ChunkOut::default();
+    let mut out = ChunkOut { lines: memchr::memchr_iter(b'\n', bytes).count() as u64, ..ChunkOut::default() };
     let mut items = Vec::new();
     decode::csv::decode_chunk(header, bytes, 1, &mut items);
     for (line, d) in items {
@@ -177,8 +179,8 @@ enum FileFormat {
 
 /// What the reader hands out next.
 enum Piece {
-    /// Whole lines (or the whole document) to decode, and how many newlines they hold.
-    Chunk { bytes: Vec<u8>, lines: u64 },
+    /// Whole lines (or the whole document) to decode.
+    Chunk { bytes: Vec<u8> },
     /// A line longer than `MAX_LINE_BYTES`, skipped through its newline.
     Oversized,
     /// A read error; the rest of the file is abandoned.
@@ -247,7 +249,7 @@ impl ChunkReader {
                     return Some(Piece::Oversized);
                 }
             }
-            return Some(Piece::Chunk { bytes: std::mem::take(&mut self.buf), lines: 0 });
+            return Some(Piece::Chunk { bytes: std::mem::take(&mut self.buf) });
         }
         let csv = matches!(format, FileFormat::Csv(_));
         let mut want = self.chunk_size;
@@ -278,13 +280,10 @@ impl ChunkReader {
                 return None;
             }
             if let Some(end) = self.cut(csv) {
-                let bytes = self.take(end);
-                let lines = memchr::memchr_iter(b'\n', &bytes).count() as u64;
-                return Some(Piece::Chunk { bytes, lines });
+                return Some(Piece::Chunk { bytes: self.take(end) });
             }
             if self.eof {
-                let bytes = std::mem::take(&mut self.buf);
-                return Some(Piece::Chunk { bytes, lines: 0 });
+                return Some(Piece::Chunk { bytes: std::mem::take(&mut self.buf) });
             }
             if self.buf.len() >= MAX_LINE_BYTES {
                 self.buf.clear();
@@ -298,7 +297,7 @@ impl ChunkReader {
 
 /// A queued decode: either a pool job or something the reader already knows.
 enum Pending {
-    Job { rx: mpsc::Receiver<ChunkOut>, lines: u64, bytes: u64 },
+    Job { rx: mpsc::Receiver<ChunkOut>, bytes: u64 },
     Oversized,
     Failed(String),
 }
@@ -381,7 +380,7 @@ impl FileStream {
                 }
             };
             match piece {
-                Piece::Chunk { bytes, lines } => {
+                Piece::Chunk { bytes } => {
                     let (tx, rx) = mpsc::sync_channel(1);
                     let n = bytes.len() as u64;
                     let format = format.clone();
@@ -393,7 +392,7 @@ impl FileStream {
                         };
                         let _ = tx.send(out);
                     });
-                    self.pending.push_back(Pending::Job { rx, lines, bytes: n });
+                    self.pending.push_back(Pending::Job { rx, bytes: n });
                 }
                 Piece::Oversized => self.pending.push_back(Pending::Oversized),
                 Piece::Failed(e) => {
@@ -420,7 +419,7 @@ impl FileStream {
             self.refill();
             let Some(p) = self.pending.pop_front() else { continue };
             match p {
-                Pending::Job { rx, lines, bytes } => {
+                Pending::Job { rx, bytes } => {
                     let Ok(out) = rx.recv() else {
                         side.reject(&self.path, self.line_base + 1, Reject {
                             reason: RejectReason::ReadError,
@@ -441,7 +440,7 @@ impl FileStream {
                         let key = (event.time(), event.rank(), self.seq);
                         self.heap.push(Reverse(Queued { key, line: self.line_base + u64::from(line), event }));
                     }
-                    self.line_base += lines;
+                    self.line_base += out.lines;
                 }
                 Pending::Oversized => {
                     side.reject(&self.path, self.line_base + 1, Reject {
