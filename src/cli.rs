@@ -10,7 +10,11 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "ccwatch", version, about = "Detects Salesforce OAuth client-credentials token grants and scores their risk")]
+#[command(
+    name = "ccwatch",
+    version,
+    about = "Detects Salesforce OAuth client-credentials token grants and scores their risk"
+)]
 pub struct Cli {
     /// Log filter (tracing EnvFilter syntax); logs go to stderr.
     #[arg(long, global = true, default_value = "warn")]

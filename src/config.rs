@@ -73,7 +73,13 @@ pub struct ScoringConfig {
 
 impl Default for ScoringConfig {
     fn default() -> Self {
-        ScoringConfig { base_score: 7.0, weights: Weights::default(), medium_from: 4.0, high_from: 7.0, critical_from: 9.0 }
+        ScoringConfig {
+            base_score: 7.0,
+            weights: Weights::default(),
+            medium_from: 4.0,
+            high_from: 7.0,
+            critical_from: 9.0,
+        }
     }
 }
 
@@ -262,7 +268,11 @@ impl Config {
                 problems.push(format!("{name} = {v} must be a number between -10 and 10"));
             }
         }
-        if !(0.0 <= s.medium_from && s.medium_from <= s.high_from && s.high_from <= s.critical_from && s.critical_from <= 10.0) {
+        if !(0.0 <= s.medium_from
+            && s.medium_from <= s.high_from
+            && s.high_from <= s.critical_from
+            && s.critical_from <= 10.0)
+        {
             problems.push(format!(
                 "scoring bands must satisfy 0 <= medium_from ({}) <= high_from ({}) <= critical_from ({}) <= 10",
                 s.medium_from, s.high_from, s.critical_from
@@ -303,7 +313,9 @@ impl Config {
                     SfId::parse(u).map(|id| id.to_string()).unwrap_or_else(|| u.trim().to_lowercase()),
                     format!("user '{u}' (config)"),
                 ),
-                (None, None, Some(p)) => (&mut ranges.by_profile, normalize_profile(p), format!("profile '{p}' (config)")),
+                (None, None, Some(p)) => {
+                    (&mut ranges.by_profile, normalize_profile(p), format!("profile '{p}' (config)"))
+                }
                 _ => {
                     problems.push(format!("{which} needs exactly one of app, user or profile"));
                     continue;
@@ -314,7 +326,9 @@ impl Config {
             }
             for text in &r.ranges {
                 match IpRange::parse(text) {
-                    Some(range) => map.entry(key.clone()).or_default().push(LabeledRange { range, source: label.clone() }),
+                    Some(range) => {
+                        map.entry(key.clone()).or_default().push(LabeledRange { range, source: label.clone() })
+                    }
                     None => problems.push(format!("{which}: {text:?} is not an IP, CIDR block or a-b range")),
                 }
             }

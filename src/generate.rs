@@ -179,11 +179,16 @@ pub fn generate(dir: &Path, events: u64, seed: u64) -> anyhow::Result<GenerateSt
             "PermissionsCustomizeApplication": true, "PermissionsAuthorApex": true, "PermissionsApiEnabled": true}}));
     }
     let n_users = users.len();
-    std::fs::write(dir.join("users.json"), serde_json::to_vec(&serde_json::json!({"totalSize": n_users, "done": true, "records": users}))?)?;
+    std::fs::write(
+        dir.join("users.json"),
+        serde_json::to_vec(&serde_json::json!({"totalSize": n_users, "done": true, "records": users}))?,
+    )?;
     let n_psa = psa.len();
     std::fs::write(
         dir.join("psa.json"),
-        serde_json::to_vec(&serde_json::json!({"status": 0, "result": {"totalSize": n_psa, "done": true, "records": psa}}))?,
+        serde_json::to_vec(
+            &serde_json::json!({"status": 0, "result": {"totalSize": n_psa, "done": true, "records": psa}}),
+        )?,
     )?;
 
     // Audit trail: set-up of each app, then a trickle of changes.
@@ -191,8 +196,18 @@ pub fn generate(dir: &Path, events: u64, seed: u64) -> anyhow::Result<GenerateSt
     let mut n_audit = 0u64;
     for a in 0..APPS {
         let t = START_MS - MS_PER_DAY + (a as i64) * 60_000;
-        audit_line(&mut audit, n_audit, t, "loginIpRange", "Manage Users",
-            &format!("Added Login Ip Range to Custom: Integration Profile from 198.51.{}.0 to 198.51.{}.255", 100 + a, 100 + a))?;
+        audit_line(
+            &mut audit,
+            n_audit,
+            t,
+            "loginIpRange",
+            "Manage Users",
+            &format!(
+                "Added Login Ip Range to Custom: Integration Profile from 198.51.{}.0 to 198.51.{}.255",
+                100 + a,
+                100 + a
+            ),
+        )?;
         audit_line(&mut audit, n_audit + 1, t + 1000, "addOauthClientCredentialUser", "OAuth Client Credentials User",
             &format!("Assigned OAuth client credentials user integration{a}@acme.example (UserID: [{}]) to app {} (AppID: [0H4Wy00000{a:05}])",
                 &integ_id(a)[..15], app_name(a)))?;
@@ -229,21 +244,61 @@ pub fn generate(dir: &Path, events: u64, seed: u64) -> anyhow::Result<GenerateSt
             let a = r.below(APPS);
             let ip = if r.chance(30) { format!("203.0.113.{}", r.below(250)) } else { app_ip(a, r.below(3)) };
             let status = if r.chance(100) { "Failed: Invalid Client Credentials" } else { "Success" };
-            login_line(&mut w, &id, t, &integ_id(a), &format!("integration{a}@acme.example"), &app_name(a),
-                "Remote Access 2.0", Some("OAuth Client Credentials"), &ip, status)?
+            login_line(
+                &mut w,
+                &id,
+                t,
+                &integ_id(a),
+                &format!("integration{a}@acme.example"),
+                &app_name(a),
+                "Remote Access 2.0",
+                Some("OAuth Client Credentials"),
+                &ip,
+                status,
+            )?
         } else if roll < 45 {
             let u = r.below(HUMANS);
-            login_line(&mut w, &id, t, &human_id(u), &format!("user{u}@acme.example"), "Salesforce for iOS",
-                "Remote Access 2.0", Some("OAuth Refresh Token"), &ip, "Success")?
+            login_line(
+                &mut w,
+                &id,
+                t,
+                &human_id(u),
+                &format!("user{u}@acme.example"),
+                "Salesforce for iOS",
+                "Remote Access 2.0",
+                Some("OAuth Refresh Token"),
+                &ip,
+                "Success",
+            )?
         } else if roll < 50 {
             let u = r.below(HUMANS);
-            login_line(&mut w, &id, t, &human_id(u), &format!("user{u}@acme.example"), "Data Loader",
-                "Remote Access 2.0", None, &ip, "Success")?
+            login_line(
+                &mut w,
+                &id,
+                t,
+                &human_id(u),
+                &format!("user{u}@acme.example"),
+                "Data Loader",
+                "Remote Access 2.0",
+                None,
+                &ip,
+                "Success",
+            )?
         } else {
             let u = r.below(HUMANS);
             let status = if r.chance(30) { "Invalid Password" } else { "Success" };
-            login_line(&mut w, &id, t, &human_id(u), &format!("user{u}@acme.example"), "Browser",
-                "Application", Some("UI Username-Password"), &ip, status)?
+            login_line(
+                &mut w,
+                &id,
+                t,
+                &human_id(u),
+                &format!("user{u}@acme.example"),
+                "Browser",
+                "Application",
+                Some("UI Username-Password"),
+                &ip,
+                status,
+            )?
         } as u64;
     }
     w.flush()?;

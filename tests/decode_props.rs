@@ -17,7 +17,11 @@ fn samples() -> Vec<String> {
         let bytes = std::fs::read(format!("{root}/{f}")).unwrap();
         lines.extend(String::from_utf8_lossy(&bytes).lines().map(String::from));
     }
-    for f in ["samples/logins/login-history.json", "samples/inventory/users.json", "tests/fixtures/reference/s1_login_event_rest.json"] {
+    for f in [
+        "samples/logins/login-history.json",
+        "samples/inventory/users.json",
+        "tests/fixtures/reference/s1_login_event_rest.json",
+    ] {
         lines.push(std::fs::read_to_string(format!("{root}/{f}")).unwrap());
     }
     lines

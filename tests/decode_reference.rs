@@ -44,7 +44,10 @@ fn s1_login_event_rest_result() {
         json(&text),
         [Decoded::Counted { kind: RecordKind::LoginEvent, grant: GrantClass::Unclassified, success: true }]
     );
-    let cc = text.replace(r#""LoginType": "Remote Access 2.0","#, r#""LoginType": "Remote Access 2.0", "LoginSubType": "OAuth Client Credentials","#);
+    let cc = text.replace(
+        r#""LoginType": "Remote Access 2.0","#,
+        r#""LoginType": "Remote Access 2.0", "LoginSubType": "OAuth Client Credentials","#,
+    );
     let out = json(&cc);
     let l = login(&out[0]);
     assert_eq!(l.kind, RecordKind::LoginEvent);
@@ -65,7 +68,10 @@ fn s2_failed_oauth_login_jsonl() {
         json(text.trim()),
         [Decoded::Counted { kind: RecordKind::LoginEvent, grant: GrantClass::Unclassified, success: false }]
     );
-    let cc = text.replace(r#""LoginType": "Remote Access 2.0""#, r#""LoginType": "Remote Access 2.0", "LoginSubType": "OauthClientCredentials""#);
+    let cc = text.replace(
+        r#""LoginType": "Remote Access 2.0""#,
+        r#""LoginType": "Remote Access 2.0", "LoginSubType": "OauthClientCredentials""#,
+    );
     let out = json(cc.trim());
     let l = login(&out[0]);
     assert!(!l.success);
@@ -82,7 +88,10 @@ fn s3_stream_payload_flat_and_in_cometd_envelope() {
         json(env.trim()),
         [Decoded::Counted { kind: RecordKind::LoginEventStream, grant: GrantClass::Unclassified, success: true }]
     );
-    let cc = env.replace(r#""LoginType": "Remote Access 2.0""#, r#""LoginType": "Remote Access 2.0", "LoginSubType": "OAuth Client Credentials""#);
+    let cc = env.replace(
+        r#""LoginType": "Remote Access 2.0""#,
+        r#""LoginType": "Remote Access 2.0", "LoginSubType": "OAuth Client Credentials""#,
+    );
     let out = json(cc.trim());
     let l = login(&out[0]);
     assert_eq!(l.kind, RecordKind::LoginEventStream);
@@ -97,17 +106,27 @@ fn s3_stream_payload_flat_and_in_cometd_envelope() {
 #[test]
 fn cometd_samples_from_the_docs_and_elastic() {
     let out = json(&fixture("cometd_documented.json"));
-    assert!(matches!(&out[0], Decoded::Rejected(r) if r.reason == RejectReason::UnsupportedType && r.detail.contains("Low_Ink__e")));
+    assert!(
+        matches!(&out[0], Decoded::Rejected(r) if r.reason == RejectReason::UnsupportedType && r.detail.contains("Low_Ink__e"))
+    );
     let out = json(&fixture("cometd_elastic_batch.json"));
-    assert!(matches!(&out[0], Decoded::Rejected(r) if r.reason == RejectReason::MissingField && r.detail.contains("EventDate")));
+    assert!(
+        matches!(&out[0], Decoded::Rejected(r) if r.reason == RejectReason::MissingField && r.detail.contains("EventDate"))
+    );
 }
 
 #[test]
 fn s4_elf_csv_2023_header() {
     let text = fixture("s4_elf_login_2023.csv");
     // Real row: LOGIN_TYPE i, blank LOGIN_SUB_TYPE → unclassified, not "not client credentials".
-    assert_eq!(csv(&text), [Decoded::Counted { kind: RecordKind::ElfLogin, grant: GrantClass::Unclassified, success: true }]);
-    let cc = text.replace(r#""ECDHE-RSA-AES256-GCM-SHA384","","","#, r#""ECDHE-RSA-AES256-GCM-SHA384","","oauthclientcredential","#);
+    assert_eq!(
+        csv(&text),
+        [Decoded::Counted { kind: RecordKind::ElfLogin, grant: GrantClass::Unclassified, success: true }]
+    );
+    let cc = text.replace(
+        r#""ECDHE-RSA-AES256-GCM-SHA384","","","#,
+        r#""ECDHE-RSA-AES256-GCM-SHA384","","oauthclientcredential","#,
+    );
     let out = csv(&cc);
     let l = login(&out[0]);
     assert_eq!(l.time.to_string(), "2023-12-18T05:48:31.655Z");
@@ -121,8 +140,10 @@ fn s4_elf_csv_2023_header() {
 
 #[test]
 fn elf_csv_columns_by_name_any_order_optional_missing() {
-    let text = fixture("s4_elf_login_2023.csv")
-        .replace(r#""ECDHE-RSA-AES256-GCM-SHA384","","","#, r#""ECDHE-RSA-AES256-GCM-SHA384","","oauthclientcredentials","#);
+    let text = fixture("s4_elf_login_2023.csv").replace(
+        r#""ECDHE-RSA-AES256-GCM-SHA384","","","#,
+        r#""ECDHE-RSA-AES256-GCM-SHA384","","oauthclientcredentials","#,
+    );
     let mut rows: Vec<Vec<String>> = text
         .lines()
         .map(|l| {
@@ -139,10 +160,8 @@ fn elf_csv_columns_by_name_any_order_optional_missing() {
     for r in &mut rows {
         *r = keep.iter().map(|&i| r[i].clone()).collect();
     }
-    let rebuilt: String = rows
-        .iter()
-        .map(|r| r.iter().map(|v| format!("\"{v}\"")).collect::<Vec<_>>().join(",") + "\n")
-        .collect();
+    let rebuilt: String =
+        rows.iter().map(|r| r.iter().map(|v| format!("\"{v}\"")).collect::<Vec<_>>().join(",") + "\n").collect();
     let out = csv(&rebuilt);
     let l = login(&out[0]);
     assert_eq!(l.time.to_string(), "2023-12-18T05:48:31.655Z");
@@ -160,7 +179,10 @@ fn s5_elf_csv_2021_header_without_login_type() {
 #[test]
 fn elf_rows_as_json_objects() {
     let text = fixture("s4_elf_login_as_json.jsonl");
-    assert!(matches!(json(text.trim())[0], Decoded::Counted { kind: RecordKind::ElfLogin, grant: GrantClass::Unclassified, .. }));
+    assert!(matches!(
+        json(text.trim())[0],
+        Decoded::Counted { kind: RecordKind::ElfLogin, grant: GrantClass::Unclassified, .. }
+    ));
     let cc = text.replace(r#""LOGIN_SUB_TYPE": """#, r#""LOGIN_SUB_TYPE": "oauthclientcredential""#);
     let out = json(cc.trim());
     let l = login(&out[0]);
@@ -191,10 +213,14 @@ fn setup_audit_trail_rest_and_jsonl() {
         assert_eq!(audits[0].time.to_string(), "2024-07-09T13:07:02.000Z");
         assert_eq!(audits[0].actor.as_deref(), Some("uat@pablogonzalez.io"));
         assert_eq!(audits[0].section.as_deref(), Some("Manage Users"));
-        assert!(matches!(&audits[0].change, AuditChange::LoginIpRange { profile, added: true, .. } if &**profile == "Custom: Support Profile"));
+        assert!(
+            matches!(&audits[0].change, AuditChange::LoginIpRange { profile, added: true, .. } if &**profile == "Custom: Support Profile")
+        );
         assert!(matches!(&audits[1].change, AuditChange::LoginIpRange { added: false, .. }));
         assert_eq!(audits[1].section, None, "Section null");
-        assert!(matches!(&audits[2].change, AuditChange::ProfilePermission { enabled: true, perm, .. } if perm.is_empty()));
+        assert!(
+            matches!(&audits[2].change, AuditChange::ProfilePermission { enabled: true, perm, .. } if perm.is_empty())
+        );
     }
 }
 
@@ -203,17 +229,20 @@ fn inventory_exports_rest_and_sf_cli() {
     let dir = format!("{}/samples/inventory", env!("CARGO_MANIFEST_DIR"));
     let users = json(&std::fs::read_to_string(format!("{dir}/users.json")).unwrap());
     assert_eq!(users.len(), 10);
-    assert!(users.iter().all(|d| matches!(d, Decoded::Event(NormalizedEvent::Inventory(Inventory::User { profile: Some(_), .. })))));
+    assert!(users
+        .iter()
+        .all(|d| matches!(d, Decoded::Event(NormalizedEvent::Inventory(Inventory::User { profile: Some(_), .. })))));
     let psa = json(&std::fs::read_to_string(format!("{dir}/permission-set-assignments.json")).unwrap());
     assert_eq!(psa.len(), 8);
     let steward = psa
         .iter()
         .find_map(|d| match d {
-            Decoded::Event(NormalizedEvent::Inventory(Inventory::PermissionSetAssignment { perm_set, perms, known, .. }))
-                if &**perm_set == "Data Steward" =>
-            {
-                Some((*perms, *known))
-            }
+            Decoded::Event(NormalizedEvent::Inventory(Inventory::PermissionSetAssignment {
+                perm_set,
+                perms,
+                known,
+                ..
+            })) if &**perm_set == "Data Steward" => Some((*perms, *known)),
             _ => None,
         })
         .unwrap();

@@ -126,7 +126,14 @@ fn sample_scenario_alerts_are_explained() {
     let ids: Vec<&str> = tor["factors"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
     assert_eq!(
         ids,
-        ["privileged_run_as_user", "recent_privilege_escalation", "no_ip_restriction", "new_source_ip", "flow_recently_enabled", "failed_grant_burst"]
+        [
+            "privileged_run_as_user",
+            "recent_privilege_escalation",
+            "no_ip_restriction",
+            "new_source_ip",
+            "flow_recently_enabled",
+            "failed_grant_burst"
+        ]
     );
     assert_eq!(tor["count"], 3, "two LoginEvent grants and one from the stream");
     // The control's low-risk case: inside the profile's login IP range.
@@ -145,7 +152,10 @@ fn sample_scenario_alerts_are_explained() {
     // The next day, after the permission set was removed: no longer privileged.
     let next_day = finals
         .iter()
-        .find(|a| a["username"] == "marketing-sync@acme.example" && a["first_seen"].as_str().unwrap().starts_with("2024-07-10"))
+        .find(|a| {
+            a["username"] == "marketing-sync@acme.example"
+                && a["first_seen"].as_str().unwrap().starts_with("2024-07-10")
+        })
         .unwrap();
     assert_eq!(next_day["severity"], "high");
     // Set-up alerts are at least high.
@@ -155,8 +165,23 @@ fn sample_scenario_alerts_are_explained() {
     // Every alert has the documented fields.
     for a in &finals {
         for k in [
-            "alert_id", "rule", "severity", "score", "title", "org_id", "user_id", "username", "app", "source_ip", "first_seen",
-            "last_seen", "count", "factors", "evidence", "mitre", "remediation",
+            "alert_id",
+            "rule",
+            "severity",
+            "score",
+            "title",
+            "org_id",
+            "user_id",
+            "username",
+            "app",
+            "source_ip",
+            "first_seen",
+            "last_seen",
+            "count",
+            "factors",
+            "evidence",
+            "mitre",
+            "remediation",
         ] {
             assert!(a.get(k).is_some(), "missing {k} in {a}");
         }
@@ -166,7 +191,11 @@ fn sample_scenario_alerts_are_explained() {
 #[test]
 fn repeated_grants_aggregate_and_last_line_has_final_count() {
     let lines = alerts(&sample_run(&[]).stdout);
-    let grants: u64 = finals(&lines).iter().filter(|a| a["rule"] == "client_credentials_grant").map(|a| a["count"].as_u64().unwrap()).sum();
+    let grants: u64 = finals(&lines)
+        .iter()
+        .filter(|a| a["rule"] == "client_credentials_grant")
+        .map(|a| a["count"].as_u64().unwrap())
+        .sum();
     let summary = String::from_utf8(sample_run(&[]).stderr).unwrap();
     assert!(summary.contains("client_credentials_success=16"), "{summary}");
     assert_eq!(grants, 16, "every successful grant is counted in exactly one alert");
@@ -214,10 +243,14 @@ fn rejects_are_counted_and_written_with_file_line_reason() {
     let rejects = dir.path().join("rejects.jsonl");
     let out = sample_run(&["--rejects", rejects.to_str().unwrap()]);
     let summary = String::from_utf8(out.stderr).unwrap();
-    assert!(summary.contains("records rejected: bad_timestamp=1 invalid_json=2 missing_field=1 (total 4)"), "{summary}");
+    assert!(
+        summary.contains("records rejected: bad_timestamp=1 invalid_json=2 missing_field=1 (total 4)"),
+        "{summary}"
+    );
     let recs: Vec<serde_json::Value> =
         std::fs::read_to_string(&rejects).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let got: Vec<(u64, &str)> = recs.iter().map(|r| (r["line"].as_u64().unwrap(), r["reason"].as_str().unwrap())).collect();
+    let got: Vec<(u64, &str)> =
+        recs.iter().map(|r| (r["line"].as_u64().unwrap(), r["reason"].as_str().unwrap())).collect();
     assert_eq!(got, [(29, "invalid_json"), (30, "missing_field"), (31, "bad_timestamp"), (32, "invalid_json")]);
     assert!(recs.iter().all(|r| r["file"] == "samples/logins/login-events.jsonl"));
 }
@@ -279,13 +312,18 @@ fn unreadable_path_is_one_line_error_and_nonzero_exit() {
 fn invalid_config_is_one_line_error_and_nonzero_exit() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");
-    std::fs::write(&cfg, "[scoring]\nmedium_from = 8\nhigh_from = 7\n[correlation]\nfailed_burst_threshold = 0\nbogus = 1\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "[scoring]\nmedium_from = 8\nhigh_from = 7\n[correlation]\nfailed_burst_threshold = 0\nbogus = 1\n",
+    )
+    .unwrap();
     let out = ccwatch(&["replay", "--config", cfg.to_str().unwrap(), "samples/logins"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("bogus"), "{err}");
-    std::fs::write(&cfg, "[scoring]\nmedium_from = 8\nhigh_from = 7\n[correlation]\nfailed_burst_threshold = 0\n").unwrap();
+    std::fs::write(&cfg, "[scoring]\nmedium_from = 8\nhigh_from = 7\n[correlation]\nfailed_burst_threshold = 0\n")
+        .unwrap();
     let out = ccwatch(&["check-config", cfg.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();

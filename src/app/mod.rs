@@ -82,7 +82,11 @@ impl Summary {
             "  audit records:    applied={} ignored_unknown_action={} unparsed_display={}",
             self.audit_applied, self.audit_ignored, self.audit_unparsed
         );
-        let _ = writeln!(s, "  ordering:         out_of_order={} outside_time_window={}", self.out_of_order, self.outside_window);
+        let _ = writeln!(
+            s,
+            "  ordering:         out_of_order={} outside_time_window={}",
+            self.out_of_order, self.outside_window
+        );
         let sev: Vec<String> = Severity::ALL
             .iter()
             .rev()
@@ -119,7 +123,9 @@ impl Summary {
                 RecordKind::SetupAuditTrail
             }
             NormalizedEvent::Inventory(Inventory::User { .. }) => RecordKind::User,
-            NormalizedEvent::Inventory(Inventory::PermissionSetAssignment { .. }) => RecordKind::PermissionSetAssignment,
+            NormalizedEvent::Inventory(Inventory::PermissionSetAssignment { .. }) => {
+                RecordKind::PermissionSetAssignment
+            }
         };
         *self.read.entry(kind.label()).or_default() += 1;
     }
@@ -145,7 +151,8 @@ impl Side for Tally {
                 "reason": r.reason.label(),
                 "detail": r.detail,
             });
-            let res = serde_json::to_writer(&mut *w, &rec).map_err(std::io::Error::from).and_then(|_| w.write_all(b"\n"));
+            let res =
+                serde_json::to_writer(&mut *w, &rec).map_err(std::io::Error::from).and_then(|_| w.write_all(b"\n"));
             if let Err(e) = res {
                 self.rejects_error.get_or_insert(e);
             }
@@ -216,11 +223,15 @@ pub fn replay(opts: &ReplayOptions, cfg: &Config, cancel: Arc<AtomicBool>) -> an
             tally.summary.count_event(&s.event);
             pipeline.process(&s.event, &mut pending);
         } else {
-            tally.reject(&s.file, s.line, Reject {
-                reason: RejectReason::UnsupportedType,
-                detail: "only User and PermissionSetAssignment records belong in an --inventory file".into(),
-                index: None,
-            });
+            tally.reject(
+                &s.file,
+                s.line,
+                Reject {
+                    reason: RejectReason::UnsupportedType,
+                    detail: "only User and PermissionSetAssignment records belong in an --inventory file".into(),
+                    index: None,
+                },
+            );
         }
     }
 

@@ -17,8 +17,8 @@ use crate::config::CorrelateConfig;
 use crate::decode::display::normalize_profile;
 use crate::event::ip::parse_ip;
 use crate::event::{
-    Audit, AuditChange, EnablementObservation, EventTime, FailedBurst, FlowChange, GrantObservation, IpVerdict,
-    IpRange, Login, NormalizedEvent, Observation, SfId, UserRef,
+    Audit, AuditChange, EnablementObservation, EventTime, FailedBurst, FlowChange, GrantObservation, IpRange,
+    IpVerdict, Login, NormalizedEvent, Observation, SfId, UserRef,
 };
 use lru::LruCache;
 use privileges::Privileges;
@@ -167,7 +167,10 @@ impl Correlator {
                     at: a.time,
                     what: match app {
                         Some(name) => format!("client credentials flow enabled for app '{name}' at {} {via}", a.time),
-                        None => format!("client credentials flow enabled (app not named in the audit record) at {} {via}", a.time),
+                        None => format!(
+                            "client credentials flow enabled (app not named in the audit record) at {} {via}",
+                            a.time
+                        ),
                     },
                 });
                 match app {
@@ -175,8 +178,9 @@ impl Correlator {
                     None => {
                         let actor = a.actor_label();
                         let last = &self.last_assignment;
-                        let bound_app = (last.actor == actor && last.at.is_some_and(|at| (a.time.0 - at.0).abs() <= BIND_WINDOW_MS))
-                            .then(|| last.app.clone());
+                        let bound_app = (last.actor == actor
+                            && last.at.is_some_and(|at| (a.time.0 - at.0).abs() <= BIND_WINDOW_MS))
+                        .then(|| last.app.clone());
                         self.unnamed_enable = change.clone().map(|change| UnnamedEnable { change, actor, bound_app });
                     }
                 }
@@ -273,11 +277,8 @@ impl Correlator {
         let privileges = user_id.map(|id| self.privileges.grants(id)).unwrap_or_default();
         let privileges_known = user_id.is_some_and(|id| self.privileges.knows(id));
         let escalation = user_id.and_then(|id| self.privileges.escalation(id, l.time, self.cfg.escalation_window_ms));
-        let username = l
-            .username
-            .as_deref()
-            .map(str::to_string)
-            .or_else(|| user_id.and_then(|id| self.privileges.username(id)));
+        let username =
+            l.username.as_deref().map(str::to_string).or_else(|| user_id.and_then(|id| self.privileges.username(id)));
         let app = app_key(l.app.as_deref());
         let ip = self.ip_verdict(l, user_id, username.as_deref(), &app);
         let new_ip = self.remember_ip(&principal, &app, l);
@@ -398,7 +399,10 @@ impl Correlator {
             .map(|u| match &u.bound_app {
                 Some(b) => FlowChange {
                     at: u.change.at,
-                    what: format!("{}; bound to app '{b}' by a run-as assignment from the same admin within 15 minutes", u.change.what),
+                    what: format!(
+                        "{}; bound to app '{b}' by a run-as assignment from the same admin within 15 minutes",
+                        u.change.what
+                    ),
                 },
                 None => u.change.clone(),
             });

@@ -113,11 +113,7 @@ impl Privileges {
     }
 
     fn profile_perms(&self, u: &UserState) -> Perms {
-        u.profile
-            .as_deref()
-            .and_then(|p| self.profiles.get(&normalize_profile(p)))
-            .map(|p| p.perms)
-            .unwrap_or_default()
+        u.profile.as_deref().and_then(|p| self.profiles.get(&normalize_profile(p))).map(|p| p.perms).unwrap_or_default()
     }
 
     fn set_perms(&self, ps: &str) -> Perms {
@@ -139,7 +135,8 @@ impl Privileges {
             if let Some(group) = self.groups.get(g) {
                 for m in &group.members {
                     let name = self.perm_sets.get(m).map_or(m.as_str(), |p| p.name.as_str());
-                    sources.push((self.set_perms(m), format!("permission set group '{}' (member '{name}')", group.name)));
+                    sources
+                        .push((self.set_perms(m), format!("permission set group '{}' (member '{name}')", group.name)));
                 }
             }
         }
@@ -147,7 +144,8 @@ impl Privileges {
             .labels()
             .filter_map(|label| {
                 let perm = Perms::from_label(label);
-                let via: Vec<&str> = sources.iter().filter(|(p, _)| p.contains(perm)).map(|(_, s)| s.as_str()).collect();
+                let via: Vec<&str> =
+                    sources.iter().filter(|(p, _)| p.contains(perm)).map(|(_, s)| s.as_str()).collect();
                 (!via.is_empty()).then(|| PermGrant { label, via: via.join(", ") })
             })
             .collect()
@@ -199,13 +197,21 @@ impl Privileges {
                 if let Some(p) = profile {
                     u.profile = Some(p.to_string());
                     let pk = normalize_profile(p);
-                    self.profiles.entry(pk).or_insert_with(|| Profile::default());
+                    self.profiles.entry(pk).or_default();
                 }
                 for n in [username, name].into_iter().flatten() {
                     self.index_name(n, *id);
                 }
             }
-            Inventory::PermissionSetAssignment { user_id, username, perm_set, owned_by_profile, profile, perms, known } => {
+            Inventory::PermissionSetAssignment {
+                user_id,
+                username,
+                perm_set,
+                owned_by_profile,
+                profile,
+                perms,
+                known,
+            } => {
                 let merge = |old: Perms| old.minus(*known).union(*perms);
                 let u = self.users.entry(*user_id).or_default();
                 if let Some(n) = username {
@@ -214,10 +220,7 @@ impl Privileges {
                 if *owned_by_profile {
                     let pname = profile.as_deref().unwrap_or(perm_set).to_string();
                     u.profile.get_or_insert_with(|| pname.clone());
-                    let p = self
-                        .profiles
-                        .entry(normalize_profile(&pname))
-                        .or_default();
+                    let p = self.profiles.entry(normalize_profile(&pname)).or_default();
                     p.perms = merge(p.perms);
                 } else {
                     u.perm_sets.insert(key(perm_set));
@@ -263,13 +266,17 @@ impl Privileges {
                 if *group {
                     self.groups.entry(k).or_insert_with(|| Group { name: perm_set.to_string(), ..Group::default() });
                 } else {
-                    self.perm_sets.entry(k).or_insert_with(|| PermSet { name: perm_set.to_string(), perms: Perms::empty() });
+                    self.perm_sets
+                        .entry(k)
+                        .or_insert_with(|| PermSet { name: perm_set.to_string(), perms: Perms::empty() });
                 }
                 let kind = if *group { "permission set group" } else { "permission set" };
                 let verb = if *assigned { "assigned" } else { "unassigned" };
                 self.recompute(&[id], Some((t, &format!("{kind} '{perm_set}' {verb} {via}"))));
             }
-            AuditChange::PermSetPermission { perm, .. } | AuditChange::ProfilePermission { perm, .. } if perm.is_empty() => {
+            AuditChange::PermSetPermission { perm, .. } | AuditChange::ProfilePermission { perm, .. }
+                if perm.is_empty() =>
+            {
                 // A permission ccwatch does not track changes nobody's privilege.
             }
             AuditChange::PermSetPermission { perm_set, perm, label, enabled } => {
@@ -279,7 +286,8 @@ impl Privileges {
                     .entry(k.clone())
                     .or_insert_with(|| PermSet { name: perm_set.to_string(), perms: Perms::empty() });
                 ps.perms = if *enabled { ps.perms.union(*perm) } else { ps.perms.minus(*perm) };
-                let groups: BTreeSet<&String> = self.groups.iter().filter(|(_, g)| g.members.contains(&k)).map(|(n, _)| n).collect();
+                let groups: BTreeSet<&String> =
+                    self.groups.iter().filter(|(_, g)| g.members.contains(&k)).map(|(n, _)| n).collect();
                 let groups: BTreeSet<String> = groups.into_iter().cloned().collect();
                 let ids = self.users_where(|u| u.perm_sets.contains(&k) || u.groups.iter().any(|g| groups.contains(g)));
                 let state = if *enabled { "enabled" } else { "disabled" };
@@ -295,7 +303,10 @@ impl Privileges {
             }
             AuditChange::GroupComponent { group, perm_set, added } => {
                 let gk = key(group);
-                let g = self.groups.entry(gk.clone()).or_insert_with(|| Group { name: group.to_string(), ..Group::default() });
+                let g = self
+                    .groups
+                    .entry(gk.clone())
+                    .or_insert_with(|| Group { name: group.to_string(), ..Group::default() });
                 if *added {
                     g.members.insert(key(perm_set));
                 } else {
@@ -312,10 +323,7 @@ impl Privileges {
                 self.recompute(&[id], Some((t, &format!("profile changed from '{from}' to '{to}' {via}"))));
             }
             AuditChange::LoginIpRange { profile, range, added } => {
-                let p = self
-                    .profiles
-                    .entry(normalize_profile(profile))
-                    .or_default();
+                let p = self.profiles.entry(normalize_profile(profile)).or_default();
                 if *added {
                     if !p.ranges.contains(range) {
                         p.ranges.push(*range);

@@ -121,7 +121,12 @@ fn assignment_escalates_within_window_only() {
     }));
     c.observe(&audit(
         "2024-07-09T08:05:00Z",
-        AuditChange::PermSetAssignment { perm_set: "Data Steward".into(), user: user_ref(), assigned: true, group: false },
+        AuditChange::PermSetAssignment {
+            perm_set: "Data Steward".into(),
+            user: user_ref(),
+            assigned: true,
+            group: false,
+        },
     ));
     let g = observe_grant(&mut c, grant("2024-07-09T10:00:00Z", "1.2.3.4", true));
     assert_eq!(g.privileges.len(), 1);
@@ -141,7 +146,12 @@ fn unassign_and_permission_changes_move_privileges_in_time_order() {
     assert!(g.privileges.is_empty());
     c.observe(&audit(
         "2024-07-09T09:30:00Z",
-        AuditChange::PermSetPermission { perm_set: "Ops".into(), perm: Perms::MANAGE_USERS, label: "Manage Users".into(), enabled: true },
+        AuditChange::PermSetPermission {
+            perm_set: "Ops".into(),
+            perm: Perms::MANAGE_USERS,
+            label: "Manage Users".into(),
+            enabled: true,
+        },
     ));
     let g = observe_grant(&mut c, grant("2024-07-09T10:00:00Z", "1.2.3.4", true));
     assert_eq!(g.privileges[0].label, "Manage Users");
@@ -217,23 +227,43 @@ fn ip_ranges_from_profile_audit_and_config() {
         },
     ));
     let g = observe_grant(&mut c, grant("2024-07-09T09:10:00Z", "198.51.100.7", true));
-    assert!(matches!(&g.ip, IpVerdict::Inside { range } if range.contains("profile 'Custom: Integration Profile'")), "{:?}", g.ip);
+    assert!(
+        matches!(&g.ip, IpVerdict::Inside { range } if range.contains("profile 'Custom: Integration Profile'")),
+        "{:?}",
+        g.ip
+    );
     let g = observe_grant(&mut c, grant("2024-07-09T09:11:00Z", "203.0.113.9", true));
-    assert!(matches!(&g.ip, IpVerdict::Outside { ranges } if ranges.contains("198.51.100.0-198.51.100.255")), "{:?}", g.ip);
+    assert!(
+        matches!(&g.ip, IpVerdict::Outside { ranges } if ranges.contains("198.51.100.0-198.51.100.255")),
+        "{:?}",
+        g.ip
+    );
     // Relaxing the app's IP policy stops profile ranges from applying.
     c.observe(&audit(
         "2024-07-09T09:12:00Z",
-        AuditChange::IpRelaxation { app: "Marketing Sync".into(), relaxed: true, setting: "Relax IP restrictions".into() },
+        AuditChange::IpRelaxation {
+            app: "Marketing Sync".into(),
+            relaxed: true,
+            setting: "Relax IP restrictions".into(),
+        },
     ));
     let g = observe_grant(&mut c, grant("2024-07-09T09:13:00Z", "203.0.113.9", true));
-    assert!(matches!(&g.ip, IpVerdict::NoRestriction { scope } if scope.contains("Relax IP restrictions")), "{:?}", g.ip);
+    assert!(
+        matches!(&g.ip, IpVerdict::NoRestriction { scope } if scope.contains("Relax IP restrictions")),
+        "{:?}",
+        g.ip
+    );
     // Deleting the range.
     let mut c2 = correlator();
     c2.observe(&profile_row("Integration Profile", Perms::API_ENABLED));
     for added in [true, false] {
         c2.observe(&audit(
             "2024-07-09T09:05:00Z",
-            AuditChange::LoginIpRange { profile: "Integration Profile".into(), range: IpRange::parse("198.51.100.0/24").unwrap(), added },
+            AuditChange::LoginIpRange {
+                profile: "Integration Profile".into(),
+                range: IpRange::parse("198.51.100.0/24").unwrap(),
+                added,
+            },
         ));
     }
     let g = observe_grant(&mut c2, grant("2024-07-09T09:10:00Z", "198.51.100.7", true));
@@ -245,7 +275,10 @@ fn config_ranges_per_app_and_user() {
     let mut cfg = Config::default().correlation;
     cfg.ranges.by_app.insert(
         "marketing sync".into(),
-        vec![LabeledRange { range: IpRange::parse("203.0.113.0/24").unwrap(), source: "app 'Marketing Sync' (config)".into() }],
+        vec![LabeledRange {
+            range: IpRange::parse("203.0.113.0/24").unwrap(),
+            source: "app 'Marketing Sync' (config)".into(),
+        }],
     );
     let mut c = Correlator::new(cfg);
     let g = observe_grant(&mut c, grant("2024-07-09T09:00:00Z", "203.0.113.50", true));
@@ -299,10 +332,8 @@ fn ip_history_is_bounded_and_evictions_counted() {
 #[test]
 fn flow_enablement_named_unnamed_and_bound() {
     let mut c = correlator();
-    let obs = c.observe(&audit(
-        "2024-07-09T08:00:00Z",
-        AuditChange::ClientCredentialsEnabled { app: None, enabled: true },
-    ));
+    let obs =
+        c.observe(&audit("2024-07-09T08:00:00Z", AuditChange::ClientCredentialsEnabled { app: None, enabled: true }));
     assert!(matches!(obs, Some(Observation::Enablement(_))));
     // Unbound: applies to every app.
     let g = observe_grant(&mut c, grant("2024-07-09T08:00:30Z", "1.2.3.4", true));

@@ -104,11 +104,7 @@ pub fn decode_chunk(header: &CsvHeader, bytes: &[u8], first_line: u64, out: &mut
             Err(e) => {
                 out.push((
                     line,
-                    Decoded::Rejected(Reject {
-                        reason: RejectReason::InvalidCsv,
-                        detail: e.to_string(),
-                        index: None,
-                    }),
+                    Decoded::Rejected(Reject { reason: RejectReason::InvalidCsv, detail: e.to_string(), index: None }),
                 ));
                 if matches!(e.kind(), csv::ErrorKind::Io(_)) {
                     break;

@@ -158,7 +158,13 @@ fn profile_permission(d: &str) -> Option<AuditChange> {
     let rest = strip_prefix_ci(d, "Changed profile ")?;
     let (name, label, enabled) = name_label_state(rest)?;
     let mut label = label.trim();
-    for prefix in ["general user permission ", "system permission ", "administrative permission ", "user permission ", "permission "] {
+    for prefix in [
+        "general user permission ",
+        "system permission ",
+        "administrative permission ",
+        "user permission ",
+        "permission ",
+    ] {
         if let Some(l) = strip_prefix_ci(label, prefix) {
             label = l;
             break;
@@ -193,7 +199,9 @@ fn user_profile(d: &str) -> Option<AuditChange> {
 
 fn login_ip_range(d: &str, added: bool) -> Option<AuditChange> {
     let rest = strip_prefix_ci(d, if added { "Added Login Ip Range to " } else { "Deleted Login Ip Range to " })
-        .or_else(|| strip_prefix_ci(d, if added { "Added Login Ip Range for " } else { "Deleted Login Ip Range from " }))?;
+        .or_else(|| {
+            strip_prefix_ci(d, if added { "Added Login Ip Range for " } else { "Deleted Login Ip Range from " })
+        })?;
     let (profile, range) = rsplit_ci(rest, " from ")?;
     let range = IpRange::parse(range.trim().trim_end_matches('.'))?;
     Some(AuditChange::LoginIpRange { profile: boxed(profile), range, added })
@@ -239,8 +247,8 @@ fn client_credentials_user(d: &str) -> Option<AuditChange> {
 }
 
 fn ip_relaxation(d: &str) -> Option<AuditChange> {
-    let rest = strip_prefix_ci(d, "Changed connected app ")
-        .or_else(|| strip_prefix_ci(d, "Changed external client app "))?;
+    let rest =
+        strip_prefix_ci(d, "Changed connected app ").or_else(|| strip_prefix_ci(d, "Changed external client app "))?;
     let (app, states) = split_ci(rest, " IP relaxation setting ")?;
     let (_, to) = from_to(states)?;
     let relaxed = strip_prefix_ci(to, "Relax").is_some();
@@ -258,7 +266,10 @@ mod tests {
     #[test]
     fn reference_examples() {
         assert_eq!(
-            parse("PermSetAssign", "Permission set Sith Lord: assigned to user Darth Vader (UserID: [0052A00000EsOI0])"),
+            parse(
+                "PermSetAssign",
+                "Permission set Sith Lord: assigned to user Darth Vader (UserID: [0052A00000EsOI0])"
+            ),
             AuditChange::PermSetAssignment {
                 perm_set: "Sith Lord".into(),
                 user: UserRef { id: id("0052A00000EsOI0"), name: Some("Darth Vader".into()) },
@@ -279,11 +290,17 @@ mod tests {
             }
         );
         assert!(matches!(
-            parse("PermSetGroupUnassign", "Permission set group Sith: unassigned from user Darth Vader (UserID: [0052A00000EsOI0])"),
+            parse(
+                "PermSetGroupUnassign",
+                "Permission set group Sith: unassigned from user Darth Vader (UserID: [0052A00000EsOI0])"
+            ),
             AuditChange::PermSetAssignment { group: true, assigned: false, .. }
         ));
         assert_eq!(
-            parse("PermSetEnableUserPerm", "Changed permission set Sith Lord: Modify All Data permission was changed from disabled to enabled"),
+            parse(
+                "PermSetEnableUserPerm",
+                "Changed permission set Sith Lord: Modify All Data permission was changed from disabled to enabled"
+            ),
             AuditChange::PermSetPermission {
                 perm_set: "Sith Lord".into(),
                 perm: Perms::MODIFY_ALL_DATA,
@@ -292,11 +309,17 @@ mod tests {
             }
         );
         assert!(matches!(
-            parse("PermSetDisableUserPerm", "Changed permission set Death Star: Convert Leads permission was changed from enabled to disabled"),
+            parse(
+                "PermSetDisableUserPerm",
+                "Changed permission set Death Star: Convert Leads permission was changed from enabled to disabled"
+            ),
             AuditChange::PermSetPermission { enabled: false, perm: Perms(0), .. }
         ));
         assert_eq!(
-            parse("profilePermChangedCustom", "Changed profile Sith: general user permission View All Data was changed from disabled to enabled"),
+            parse(
+                "profilePermChangedCustom",
+                "Changed profile Sith: general user permission View All Data was changed from disabled to enabled"
+            ),
             AuditChange::ProfilePermission {
                 profile: "Sith".into(),
                 perm: Perms::VIEW_ALL_DATA,
@@ -321,11 +344,17 @@ mod tests {
             }
         );
         assert!(matches!(
-            parse("deletedLoginIpRange_withProfile", "Deleted Login Ip Range to Custom: Support Profile from 1.1.1.2 to 255.255.255.255"),
+            parse(
+                "deletedLoginIpRange_withProfile",
+                "Deleted Login Ip Range to Custom: Support Profile from 1.1.1.2 to 255.255.255.255"
+            ),
             AuditChange::LoginIpRange { added: false, .. }
         ));
         assert_eq!(
-            parse("changeApplicationClientCredentialEnabled", "Changed Enable Client Credentials Flow from false to true"),
+            parse(
+                "changeApplicationClientCredentialEnabled",
+                "Changed Enable Client Credentials Flow from false to true"
+            ),
             AuditChange::ClientCredentialsEnabled { app: None, enabled: true }
         );
         assert_eq!(
@@ -351,7 +380,10 @@ mod tests {
             }
         );
         assert_eq!(
-            parse("PermissionSetGroupComponentAdd", "Changed permission set group Sith_Lord: group member Death Star was added"),
+            parse(
+                "PermissionSetGroupComponentAdd",
+                "Changed permission set group Sith_Lord: group member Death Star was added"
+            ),
             AuditChange::GroupComponent { group: "Sith_Lord".into(), perm_set: "Death Star".into(), added: true }
         );
     }
@@ -370,7 +402,10 @@ mod tests {
             AuditChange::ClientCredentialsEnabled { app: Some("Acme ETL".into()), enabled: true }
         );
         assert_eq!(
-            parse("changeApplicationClientCredentialEnabled", "Changed Enable Client Credentials Flow from true to false"),
+            parse(
+                "changeApplicationClientCredentialEnabled",
+                "Changed Enable Client Credentials Flow from true to false"
+            ),
             AuditChange::ClientCredentialsEnabled { app: None, enabled: false }
         );
         assert_eq!(normalize_profile("Custom: Support Profile"), "support profile");

@@ -172,6 +172,15 @@ impl<'a> Object<'a> {
         let mut members: Vec<Member> = Vec::with_capacity(48);
         let mut slots = [0u8; 256];
         let mut scan_only = false;
+        if p.plain {
+            p.plain_members(&mut members, &mut slots)?;
+            p.skip_ws();
+            if p.pos != p.bytes.len() {
+                return Err(p.err("trailing characters after object"));
+            }
+            scan_only = members.len() > 255;
+            return Ok(Object { text, members, slots, scan_only });
+        }
         p.object_inner(1, &mut |k: JStr<'a>, v: Val<'a>| {
             let (tag, raw, val_escaped) = match v {
                 Val::Null => (TAG_NULL, "", false),
@@ -291,6 +300,9 @@ impl<'a> Object<'a> {
 
 /// A parsed JSON text: objects come back with their members already read, so
 /// a record is scanned once, not validated and then re-read.
+// Returned by value once per record; boxing the object would add an allocation
+// to the hot path.
+#[allow(clippy::large_enum_variant)]
 pub enum Root<'a> {
     Object(Object<'a>),
     Other(Val<'a>),
@@ -412,6 +424,10 @@ impl<'a> Parser<'a> {
 
     #[inline(always)]
     fn skip_ws(&mut self) {
+        // Compact JSON has no whitespace between tokens: one compare decides.
+        if self.bytes.get(self.pos).is_none_or(|&b| b > b' ') {
+            return;
+        }
         while let Some(&b) = self.bytes.get(self.pos) {
             if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
                 self.pos += 1;
@@ -537,6 +553,90 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// The hot path: the members of a top-level object in a plain text (no
+    /// escapes, no control bytes), recorded as offsets. Strings end at the next
+    /// quote in the bitmap; nothing is sliced or copied; nested values go
+    /// through the general parser.
+    fn plain_members(&mut self, out: &mut Vec<Member>, slots: &mut [u8; 256]) -> Result<(), JsonError> {
+        if self.peek() != Some(b'{') {
+            return Err(self.err("expected object"));
+        }
+        self.pos += 1;
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            self.skip_ws();
+            if self.peek() != Some(b'"') {
+                return Err(self.err("expected object key"));
+            }
+            let key = self.pos + 1;
+            let Some(key_end) = self.next_quote(key) else {
+                self.pos = self.bytes.len();
+                return Err(self.err("unterminated string"));
+            };
+            self.pos = key_end + 1;
+            self.skip_ws();
+            if self.peek() != Some(b':') {
+                return Err(self.err("expected ':'"));
+            }
+            self.pos += 1;
+            self.skip_ws();
+            let (tag, val, val_end) = match self.peek() {
+                Some(b'"') => {
+                    let start = self.pos + 1;
+                    let Some(end) = self.next_quote(start) else {
+                        self.pos = self.bytes.len();
+                        return Err(self.err("unterminated string"));
+                    };
+                    self.pos = end + 1;
+                    (TAG_STR, start, end)
+                }
+                _ => {
+                    let start = self.pos;
+                    let tag = match self.value(1)? {
+                        Val::Null => TAG_NULL,
+                        Val::Bool(false) => TAG_FALSE,
+                        Val::Bool(true) => TAG_TRUE,
+                        Val::Num(_) => TAG_NUM,
+                        Val::Str(_) => TAG_STR,
+                        Val::Obj(_) => TAG_OBJ,
+                        Val::Arr(_) => TAG_ARR,
+                    };
+                    let (a, b) = if tag <= TAG_TRUE { (0, 0) } else { (start, self.pos) };
+                    (tag, a, b)
+                }
+            };
+            let i = out.len();
+            if i < 255 {
+                let slot = &mut slots[usize::from(key_hash(&self.bytes[key..key_end]))];
+                if *slot == 0 {
+                    *slot = i as u8 + 1;
+                }
+            }
+            out.push(Member {
+                key: key as u32,
+                key_len: (key_end - key) as u32,
+                val: val as u32,
+                val_len: (val_end - val) as u32,
+                tag,
+                key_escaped: false,
+                val_escaped: false,
+            });
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.err("expected ',' or '}'")),
+            }
+        }
+    }
+
     fn skip_object(&mut self, depth: usize) -> Result<(), JsonError> {
         self.object_inner(depth, &mut |_, _| {})
     }
@@ -585,11 +685,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn array_items(
-        &mut self,
-        depth: usize,
-        mut out: Option<&mut Vec<Val<'a>>>,
-    ) -> Result<(), JsonError> {
+    fn array_items(&mut self, depth: usize, mut out: Option<&mut Vec<Val<'a>>>) -> Result<(), JsonError> {
         if depth > MAX_DEPTH {
             return Err(self.err("nesting too deep"));
         }
@@ -788,8 +884,7 @@ mod tests {
 
     #[test]
     fn dotted_paths_nested_or_flat() {
-        let o = Object::parse(r#"{"PermissionSet":{"Name":"X","Profile":{"Name":"P"}},"Profile.Name":"Q"}"#)
-            .unwrap();
+        let o = Object::parse(r#"{"PermissionSet":{"Name":"X","Profile":{"Name":"P"}},"Profile.Name":"Q"}"#).unwrap();
         assert_eq!(o.path_text("PermissionSet.Profile.Name").as_deref(), Some("P"));
         assert_eq!(o.path_text("Profile.Name").as_deref(), Some("Q"));
     }
@@ -797,8 +892,22 @@ mod tests {
     #[test]
     fn rejects_what_serde_json_rejects() {
         for bad in [
-            "{", "{\"a\":}", "{\"a\":1,}", "[1,]", "01", "1.", "-", "{\"a\" 1}", "\"\u{1}\"",
-            "\"\\x\"", "\"\\u12\"", "nul", "{} {}", "[", "{\"a\":\"b", "{'a':1}",
+            "{",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "[1,]",
+            "01",
+            "1.",
+            "-",
+            "{\"a\" 1}",
+            "\"\u{1}\"",
+            "\"\\x\"",
+            "\"\\u12\"",
+            "nul",
+            "{} {}",
+            "[",
+            "{\"a\":\"b",
+            "{'a':1}",
         ] {
             assert!(parse(bad).is_err(), "accepted {bad:?}");
             assert!(serde_json::from_str::<serde_json::Value>(bad).is_err(), "serde accepted {bad:?}");
@@ -817,6 +926,33 @@ mod tests {
             let ours = parse(&s).is_ok();
             let theirs = serde_json::from_str::<serde_json::Value>(&s).is_ok();
             proptest::prop_assert_eq!(ours, theirs, "input {:?}", s);
+        }
+
+        #[test]
+        fn long_texts_take_the_indexed_path_and_still_agree(s in "\\PC{0,40}", pad in 256usize..400) {
+            // Long enough for the quote index; `s` may add escapes or control bytes.
+            let text = format!("{{\"pad\":\"{}\",\"v\":{s}}}", "x".repeat(pad));
+            let ours = Object::parse(&text).is_ok();
+            let theirs = serde_json::from_str::<serde_json::Value>(&text).is_ok();
+            proptest::prop_assert_eq!(ours, theirs, "input {:?}", s);
+        }
+
+        #[test]
+        fn indexed_and_bytewise_paths_read_the_same(v in arb_json()) {
+            if let serde_json::Value::Object(mut m) = v {
+                m.insert("zz_pad".into(), serde_json::Value::String("p".repeat(300)));
+                let text = serde_json::to_string(&m).unwrap();
+                let o = Object::parse(&text).unwrap();
+                for (k, val) in &m {
+                    let want = match val {
+                        serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+                        serde_json::Value::Bool(b) => Some(b.to_string()),
+                        serde_json::Value::Number(n) => Some(n.to_string()),
+                        _ => None,
+                    };
+                    proptest::prop_assert_eq!(o.text(k).map(|c| c.into_owned()), want, "key {:?} in {}", k, text);
+                }
+            }
         }
 
         #[test]

@@ -70,7 +70,11 @@ pub enum Decoded {
     /// A record that reaches the correlator.
     Event(NormalizedEvent),
     /// A login that was validated and classified but is not needed downstream.
-    Counted { kind: RecordKind, grant: GrantClass, success: bool },
+    Counted {
+        kind: RecordKind,
+        grant: GrantClass,
+        success: bool,
+    },
     Rejected(Reject),
 }
 
@@ -193,11 +197,7 @@ fn decode_object(obj: &Object<'_>, index: Option<u32>, wrap: u8, out: &mut Vec<D
                 if trimmed.starts_with('{') || trimmed.starts_with('[') {
                     match json::parse(&inner) {
                         Ok(v) => decode_value(v, index, wrap + 1, out),
-                        Err(e) => out.push(Decoded::reject(
-                            RejectReason::InvalidJson,
-                            format!("in {key}: {e}"),
-                            index,
-                        )),
+                        Err(e) => out.push(Decoded::reject(RejectReason::InvalidJson, format!("in {key}: {e}"), index)),
                     }
                     return;
                 }
@@ -327,7 +327,9 @@ mod tests {
 
     #[test]
     fn garbage_is_rejected_with_reason() {
-        assert!(matches!(&decode("\u{0}\u{1}garbage")[0], Decoded::Rejected(r) if r.reason == RejectReason::InvalidJson));
+        assert!(
+            matches!(&decode("\u{0}\u{1}garbage")[0], Decoded::Rejected(r) if r.reason == RejectReason::InvalidJson)
+        );
         let mut out = Vec::new();
         decode_json_unit(&[0xff, 0xfe, b'{'], &mut out);
         assert!(matches!(&out[0], Decoded::Rejected(r) if r.reason == RejectReason::InvalidUtf8));
@@ -338,7 +340,9 @@ mod tests {
     #[test]
     fn unsupported_types_are_named() {
         let out = decode(r#"{"attributes":{"type":"Account"},"Id":"001"}"#);
-        assert!(matches!(&out[0], Decoded::Rejected(r) if r.reason == RejectReason::UnsupportedType && r.detail.contains("Account")));
+        assert!(
+            matches!(&out[0], Decoded::Rejected(r) if r.reason == RejectReason::UnsupportedType && r.detail.contains("Account"))
+        );
         let out = decode(r#"{"EVENT_TYPE":"LoginAs","TIMESTAMP":"20231218054831.655"}"#);
         assert!(matches!(&out[0], Decoded::Rejected(r) if r.detail.contains("LoginAs")));
         let out = decode(r#"{"channel":"/event/Low_Ink__e","data":{"payload":{}}}"#);

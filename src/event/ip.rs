@@ -52,18 +52,12 @@ impl IpRange {
             let lo = base & !mask;
             let hi = lo | mask;
             return Some(if fam == 4 {
-                IpRange {
-                    start: IpAddr::V4((lo as u32).into()),
-                    end: IpAddr::V4((hi as u32).into()),
-                }
+                IpRange { start: IpAddr::V4((lo as u32).into()), end: IpAddr::V4((hi as u32).into()) }
             } else {
                 IpRange { start: IpAddr::V6(lo.into()), end: IpAddr::V6(hi.into()) }
             });
         }
-        let (a, b) = s
-            .split_once(" to ")
-            .or_else(|| s.split_once('-'))
-            .unwrap_or((s, s));
+        let (a, b) = s.split_once(" to ").or_else(|| s.split_once('-')).unwrap_or((s, s));
         IpRange::new(parse_ip(a)?, parse_ip(b)?)
     }
 

@@ -158,11 +158,7 @@ impl Perms {
     /// The permission a label names (case-insensitive), if it is one ccwatch tracks.
     pub fn from_label(label: &str) -> Perms {
         let label = label.trim();
-        Perms::ALL
-            .iter()
-            .find(|(_, l, _)| l.eq_ignore_ascii_case(label))
-            .map(|(p, _, _)| *p)
-            .unwrap_or_default()
+        Perms::ALL.iter().find(|(_, l, _)| l.eq_ignore_ascii_case(label)).map(|(p, _, _)| *p).unwrap_or_default()
     }
 
     pub fn labels(self) -> impl Iterator<Item = &'static str> {
@@ -293,9 +289,15 @@ pub enum IpVerdict {
     /// The record carried no parseable IP.
     NoIp,
     /// No range is known for the user's profile, the app or the user.
-    NoRestriction { scope: String },
-    Inside { range: String },
-    Outside { ranges: String },
+    NoRestriction {
+        scope: String,
+    },
+    Inside {
+        range: String,
+    },
+    Outside {
+        ranges: String,
+    },
 }
 
 /// The enablement or run-as assignment that most recently preceded a grant.

@@ -82,7 +82,8 @@ impl Aggregator {
         if watermark < self.next_close {
             return Vec::new();
         }
-        let mut ids: Vec<String> = self.open.iter().filter(|(_, o)| o.close_at <= watermark).map(|(k, _)| k.clone()).collect();
+        let mut ids: Vec<String> =
+            self.open.iter().filter(|(_, o)| o.close_at <= watermark).map(|(k, _)| k.clone()).collect();
         ids.sort();
         let out = ids.into_iter().filter_map(|id| self.close(&id)).collect();
         self.next_close = self.open.values().map(|o| o.close_at).min().unwrap_or(EventTime(i64::MAX));
@@ -92,7 +93,8 @@ impl Aggregator {
 
     /// Closes everything (end of input), ordered by first time then id.
     pub fn finish(&mut self) -> Vec<(Emit, bool)> {
-        let mut ids: Vec<(EventTime, String)> = self.open.iter().map(|(k, o)| (o.alert.first_time, k.clone())).collect();
+        let mut ids: Vec<(EventTime, String)> =
+            self.open.iter().map(|(k, o)| (o.alert.first_time, k.clone())).collect();
         ids.sort();
         let out = ids.into_iter().filter_map(|(_, id)| self.close(&id)).collect();
         self.next_close = EventTime(i64::MAX);

@@ -101,11 +101,9 @@ impl Scorer {
                 w.ip_outside_allowed_ranges,
                 format!("source IP {ip} is outside every allowed range: {ranges}"),
             ),
-            IpVerdict::NoRestriction { scope } => add(
-                "no_ip_restriction",
-                w.no_ip_restriction,
-                format!("no allowed IP range is known for {scope}"),
-            ),
+            IpVerdict::NoRestriction { scope } => {
+                add("no_ip_restriction", w.no_ip_restriction, format!("no allowed IP range is known for {scope}"))
+            }
             IpVerdict::Inside { range } => add(
                 "ip_within_allowed_ranges",
                 w.ip_within_allowed_ranges,
@@ -117,7 +115,9 @@ impl Scorer {
             add(
                 "new_source_ip",
                 w.new_source_ip,
-                format!("source IP {ip} not seen before for user {user} and app '{app}' ({known} other IP(s) in history)"),
+                format!(
+                    "source IP {ip} not seen before for user {user} and app '{app}' ({known} other IP(s) in history)"
+                ),
             );
         }
         if let Some(c) = &g.flow_change {
@@ -127,7 +127,10 @@ impl Scorer {
             add(
                 "failed_grant_burst",
                 w.failed_grant_burst,
-                format!("{} failed client-credentials grants for user {user} between {} and {}", b.count, b.first, b.last),
+                format!(
+                    "{} failed client-credentials grants for user {user} between {} and {}",
+                    b.count, b.first, b.last
+                ),
             );
         }
         f
@@ -180,7 +183,8 @@ impl Scorer {
         let w = &self.cfg.weights;
         let a = &e.audit;
         let user_id = e.run_as.as_ref().and_then(|u| u.id);
-        let username = e.run_as_username.clone().or_else(|| e.run_as.as_ref().and_then(|u| u.name.as_deref().map(str::to_string)));
+        let username =
+            e.run_as_username.clone().or_else(|| e.run_as.as_ref().and_then(|u| u.name.as_deref().map(str::to_string)));
         let user_label = username.clone().or(user_id.map(|i| i.to_string())).unwrap_or_else(|| "unknown".into());
         let mut factors = Vec::new();
         if !e.privileges.is_empty() {
@@ -202,7 +206,9 @@ impl Scorer {
         let severity = self.severity(score).max(Severity::High);
         let app = e.app.as_deref().unwrap_or("unnamed app");
         let title = match &e.run_as {
-            Some(_) => format!("Run-as user {user_label} assigned to client credentials app '{app}' by {}", a.actor_label()),
+            Some(_) => {
+                format!("Run-as user {user_label} assigned to client credentials app '{app}' by {}", a.actor_label())
+            }
             None => format!("Client credentials flow enabled for app '{app}' by {}", a.actor_label()),
         };
         let org = self.default_org.map(|o| o.to_string());
@@ -211,7 +217,10 @@ impl Scorer {
             alert_id: alert_id(
                 Rule::ClientCredentialsEnabled,
                 org.as_deref().unwrap_or(""),
-                &user_id.map(|i| i.to_string()).or_else(|| username.as_deref().map(str::to_lowercase)).unwrap_or_default(),
+                &user_id
+                    .map(|i| i.to_string())
+                    .or_else(|| username.as_deref().map(str::to_lowercase))
+                    .unwrap_or_default(),
                 &e.app.as_deref().unwrap_or("").to_lowercase(),
                 "",
                 &time.day_string(),

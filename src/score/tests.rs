@@ -72,7 +72,10 @@ fn privileged_run_as_user() {
 #[test]
 fn recent_privilege_escalation() {
     let mut g = base_obs();
-    g.escalation = Some(Escalation { at: t("2024-07-09T08:05:00Z"), via: "gained Modify All Data at … via PermSetAssign".into() });
+    g.escalation = Some(Escalation {
+        at: t("2024-07-09T08:05:00Z"),
+        via: "gained Modify All Data at … via PermSetAssign".into(),
+    });
     let (f, score) = only_factor(g);
     assert_eq!((f.id, f.weight, score), ("recent_privilege_escalation", 1.0, 8.0));
     assert!(f.detail.contains("gained Modify All Data"));
@@ -116,7 +119,8 @@ fn new_source_ip() {
 #[test]
 fn flow_recently_enabled() {
     let mut g = base_obs();
-    g.flow_change = Some(FlowChange { at: t("2024-07-09T08:00:00Z"), what: "client credentials flow enabled for app 'X'".into() });
+    g.flow_change =
+        Some(FlowChange { at: t("2024-07-09T08:00:00Z"), what: "client credentials flow enabled for app 'X'".into() });
     let (f, score) = only_factor(g);
     assert_eq!((f.id, f.weight, score), ("flow_recently_enabled", 0.5, 7.5));
     assert!(f.detail.contains("enabled for app 'X'"));
@@ -143,8 +147,24 @@ fn score_is_capped_and_banded() {
     assert_eq!((a.score, a.severity), (10.0, Severity::Critical));
     let s = scorer();
     assert_eq!(
-        [s.severity(0.0), s.severity(3.99), s.severity(4.0), s.severity(6.99), s.severity(7.0), s.severity(8.99), s.severity(9.0)],
-        [Severity::Low, Severity::Low, Severity::Medium, Severity::Medium, Severity::High, Severity::High, Severity::Critical]
+        [
+            s.severity(0.0),
+            s.severity(3.99),
+            s.severity(4.0),
+            s.severity(6.99),
+            s.severity(7.0),
+            s.severity(8.99),
+            s.severity(9.0)
+        ],
+        [
+            Severity::Low,
+            Severity::Low,
+            Severity::Medium,
+            Severity::Medium,
+            Severity::High,
+            Severity::High,
+            Severity::Critical
+        ]
     );
     let mut cfg = Config::default().scoring;
     cfg.base_score = 1.0;
@@ -186,7 +206,17 @@ fn alert_id_is_stable_and_discriminating() {
         g
     })));
     assert_ne!(a.alert_id, d.alert_id);
-    assert_eq!(a.alert_id, alert_id(Rule::ClientCredentialsGrant, "00D5j00000DgAYGEA3", "0055j00000MktS1AAJ", "marketing sync", "185.220.101.33", "2024-07-09"));
+    assert_eq!(
+        a.alert_id,
+        alert_id(
+            Rule::ClientCredentialsGrant,
+            "00D5j00000DgAYGEA3",
+            "0055j00000MktS1AAJ",
+            "marketing sync",
+            "185.220.101.33",
+            "2024-07-09"
+        )
+    );
 }
 
 #[test]

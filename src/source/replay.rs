@@ -66,7 +66,8 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, SourceError> {
     }
     let mut files = Vec::new();
     for p in paths {
-        let meta = std::fs::metadata(p).map_err(|source| SourceError::Unreadable { path: p.display().to_string(), source })?;
+        let meta =
+            std::fs::metadata(p).map_err(|source| SourceError::Unreadable { path: p.display().to_string(), source })?;
         if meta.is_dir() {
             walk(p, &mut files)?;
         } else {
@@ -355,7 +356,8 @@ impl FileStream {
         if let Err(e) = file.seek(SeekFrom::Start(0)) {
             return reject(side, RejectReason::ReadError, e.to_string());
         }
-        let r: Box<dyn Read + Send> = if gz { Box::new(flate2::read::MultiGzDecoder::new(file)) } else { Box::new(file) };
+        let r: Box<dyn Read + Send> =
+            if gz { Box::new(flate2::read::MultiGzDecoder::new(file)) } else { Box::new(file) };
         let mut reader = ChunkReader { r, buf: Vec::new(), eof: false, chunk_size: self.chunk_size, skipping: false };
         if let Err(e) = reader.fill(64 << 10) {
             return reject(side, RejectReason::ReadError, e.to_string());
@@ -421,11 +423,15 @@ impl FileStream {
             match p {
                 Pending::Job { rx, bytes } => {
                     let Ok(out) = rx.recv() else {
-                        side.reject(&self.path, self.line_base + 1, Reject {
-                            reason: RejectReason::ReadError,
-                            detail: "decoder thread failed".into(),
-                            index: None,
-                        });
+                        side.reject(
+                            &self.path,
+                            self.line_base + 1,
+                            Reject {
+                                reason: RejectReason::ReadError,
+                                detail: "decoder thread failed".into(),
+                                index: None,
+                            },
+                        );
                         continue;
                     };
                     side.progress(bytes);
@@ -443,19 +449,27 @@ impl FileStream {
                     self.line_base += out.lines;
                 }
                 Pending::Oversized => {
-                    side.reject(&self.path, self.line_base + 1, Reject {
-                        reason: RejectReason::RecordTooLarge,
-                        detail: format!("record longer than {} MiB", MAX_LINE_BYTES >> 20),
-                        index: None,
-                    });
+                    side.reject(
+                        &self.path,
+                        self.line_base + 1,
+                        Reject {
+                            reason: RejectReason::RecordTooLarge,
+                            detail: format!("record longer than {} MiB", MAX_LINE_BYTES >> 20),
+                            index: None,
+                        },
+                    );
                     self.line_base += 1;
                 }
                 Pending::Failed(e) => {
-                    side.reject(&self.path, self.line_base + 1, Reject {
-                        reason: RejectReason::ReadError,
-                        detail: format!("read failed, rest of file skipped: {e}"),
-                        index: None,
-                    });
+                    side.reject(
+                        &self.path,
+                        self.line_base + 1,
+                        Reject {
+                            reason: RejectReason::ReadError,
+                            detail: format!("read failed, rest of file skipped: {e}"),
+                            index: None,
+                        },
+                    );
                 }
             }
         }
@@ -515,7 +529,13 @@ impl Replay {
     pub fn new(files: &[PathBuf], reorder_buffer: usize, cancel: Arc<AtomicBool>) -> Replay {
         let n = files.len().max(1);
         let chunk_size = ((32usize << 20) / n).clamp(64 << 10, 1 << 20);
-        let depth = if n <= 4 { 4 } else if n <= 32 { 2 } else { 1 };
+        let depth = if n <= 4 {
+            4
+        } else if n <= 32 {
+            2
+        } else {
+            1
+        };
         let cap = (reorder_buffer / n).max(256);
         let streams = files
             .iter()
