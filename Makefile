@@ -1,0 +1,42 @@
+# ccwatch — the two commands a new user needs are `make demo` and `make test`.
+CARGO ?= cargo
+BENCH_DATA := bench-data/1m
+SAMPLE_ARGS := --inventory samples/inventory/users.json \
+               --inventory samples/inventory/permission-set-assignments.json \
+               --config ccwatch.toml samples/audit samples/logins samples/elf
+
+.PHONY: demo build test lint check bench bench-data fmt clean
+
+## The main job on the shipped sample archive: alerts on stdout, summary on stderr.
+demo: build
+	./target/release/ccwatch replay $(SAMPLE_ARGS)
+
+build:
+	$(CARGO) build --release --locked
+
+## Every test: unit, decoder-on-real-samples, property, golden replay, CLI.
+test:
+	$(CARGO) test --locked --all-targets
+
+## Formatting and lints, as CI enforces them.
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+check: lint test
+
+fmt:
+	$(CARGO) fmt
+
+## 1,000,000-event archive (~1 GB), generated once by ccwatch's own generator.
+bench-data: build
+	@test -f $(BENCH_DATA)/logins.jsonl || ./target/release/ccwatch generate --out $(BENCH_DATA) --events 1000000
+	@test -x bench-data/venv/bin/python || (python3 -m venv bench-data/venv && bench-data/venv/bin/pip install -q duckdb)
+
+## Replay throughput and memory beside DuckDB on the same archive (see BENCHMARKS.md).
+bench: bench-data
+	python3 bench/bench.py
+
+clean:
+	$(CARGO) clean
+	rm -rf bench-data
