@@ -118,10 +118,13 @@ impl<'a> Val<'a> {
 pub struct Object<'a> {
     text: &'a str,
     members: Vec<Member>,
-    /// Key hash → 1 + index of the first member with that hash (0: none).
+    /// Key hash → 1 + index of the last member with that hash (0: none); members
+    /// with the same hash are chained through `Member::next`.
     slots: [u8; 256],
     /// An escaped key or more than 255 members: look up by scanning.
     scan_only: bool,
+    /// Only `KNOWN_KEYS` members were kept (see `parse_known`).
+    filtered: bool,
 }
 
 /// One member as offsets into the object text.
@@ -134,6 +137,8 @@ struct Member {
     tag: u8,
     key_escaped: bool,
     val_escaped: bool,
+    /// 1 + index of the previous member whose key has the same hash (0: none).
+    next: u8,
 }
 
 const TAG_NULL: u8 = 0;
@@ -146,7 +151,7 @@ const TAG_ARR: u8 = 6;
 
 impl Default for Object<'_> {
     fn default() -> Self {
-        Object { text: "", members: Vec::new(), slots: [0; 256], scan_only: false }
+        Object { text: "", members: Vec::new(), slots: [0; 256], scan_only: false, filtered: false }
     }
 }
 
@@ -162,6 +167,17 @@ fn key_hash(k: &[u8]) -> u8 {
 impl<'a> Object<'a> {
     /// Parses one object text (braces included) into its members.
     pub fn parse(text: &'a str) -> Result<Self, JsonError> {
+        Object::parse_with(text, false)
+    }
+
+    /// Like `parse`, but on the fast path keeps only members whose key is in
+    /// `KNOWN_KEYS` (the keys any decoder reads); the rest are validated and
+    /// dropped. Lookups of other keys then miss, so only decode uses this.
+    pub fn parse_known(text: &'a str) -> Result<Self, JsonError> {
+        Object::parse_with(text, true)
+    }
+
+    fn parse_with(text: &'a str, known_only: bool) -> Result<Self, JsonError> {
         if text.len() > u32::MAX as usize {
             return Err(JsonError { kind: "object larger than 4 GiB", offset: 0 });
         }
@@ -173,13 +189,13 @@ impl<'a> Object<'a> {
         let mut slots = [0u8; 256];
         let mut scan_only = false;
         if p.plain {
-            p.plain_members(&mut members, &mut slots)?;
+            p.plain_members(&mut members, &mut slots, known_only)?;
             p.skip_ws();
             if p.pos != p.bytes.len() {
                 return Err(p.err("trailing characters after object"));
             }
             scan_only = members.len() > 255;
-            return Ok(Object { text, members, slots, scan_only });
+            return Ok(Object { text, members, slots, scan_only, filtered: known_only });
         }
         p.object_inner(1, &mut |k: JStr<'a>, v: Val<'a>| {
             let (tag, raw, val_escaped) = match v {
@@ -192,15 +208,16 @@ impl<'a> Object<'a> {
                 Val::Arr(a) => (TAG_ARR, a, false),
             };
             let i = members.len();
+            let mut next = 0;
             if k.escaped || i >= 255 {
                 scan_only = true;
             } else {
                 let slot = &mut slots[usize::from(key_hash(k.raw.as_bytes()))];
-                if *slot == 0 {
-                    *slot = i as u8 + 1;
-                }
+                next = *slot;
+                *slot = i as u8 + 1;
             }
             members.push(Member {
+                next,
                 key: off(k.raw),
                 key_len: k.raw.len() as u32,
                 val: if raw.is_empty() { 0 } else { off(raw) },
@@ -214,7 +231,7 @@ impl<'a> Object<'a> {
         if p.pos != p.bytes.len() {
             return Err(p.err("trailing characters after object"));
         }
-        Ok(Object { text, members, slots, scan_only })
+        Ok(Object { text, members, slots, scan_only, filtered: false })
     }
 
     #[inline]
@@ -240,23 +257,22 @@ impl<'a> Object<'a> {
         }
     }
 
-    /// First member with this key.
+    /// The member with this key; with duplicate keys the last wins, as in serde_json.
     #[inline]
     pub fn get(&self, key: &str) -> Option<Val<'a>> {
         if self.scan_only {
-            return self.members.iter().find(|m| self.key(m).eq_str(key)).map(|m| self.value(m));
+            return self.members.iter().rev().find(|m| self.key(m).eq_str(key)).map(|m| self.value(m));
         }
-        let first = usize::from(self.slots[usize::from(key_hash(key.as_bytes()))]);
-        if first == 0 {
-            return None;
-        }
-        // Members before `first` hash elsewhere; collisions continue after it.
         let key = key.as_bytes();
         let text = self.text.as_bytes();
-        self.members[first - 1..]
-            .iter()
-            .find(|m| text.get(m.key as usize..(m.key + m.key_len) as usize) == Some(key))
-            .map(|m| self.value(m))
+        let mut i = usize::from(self.slots[usize::from(key_hash(key))]);
+        while let Some(m) = i.checked_sub(1).and_then(|i| self.members.get(i)) {
+            if m.key_len as usize == key.len() && text.get(m.key as usize..(m.key + m.key_len) as usize) == Some(key) {
+                return Some(self.value(m));
+            }
+            i = usize::from(m.next);
+        }
+        None
     }
 
     /// First member with this key whose value is not `null`.
@@ -293,8 +309,14 @@ impl<'a> Object<'a> {
         self.members.is_empty()
     }
 
-    pub fn keys(&self) -> impl Iterator<Item = Cow<'a, str>> + '_ {
-        self.members.iter().map(|m| self.key(m).value())
+    /// Every key, in wire order (a filtered object is read again in full).
+    pub fn keys(&self) -> Vec<Cow<'a, str>> {
+        if self.filtered {
+            if let Ok(full) = Object::parse(self.text) {
+                return full.keys();
+            }
+        }
+        self.members.iter().map(|m| self.key(m).value()).collect()
     }
 }
 
@@ -306,15 +328,6 @@ impl<'a> Object<'a> {
 pub enum Root<'a> {
     Object(Object<'a>),
     Other(Val<'a>),
-}
-
-/// Parses a whole JSON text, reading a top-level object's members directly.
-pub fn parse_root(text: &str) -> Result<Root<'_>, JsonError> {
-    if text.trim_start().starts_with('{') {
-        Object::parse(text).map(Root::Object)
-    } else {
-        parse(text).map(Root::Other)
-    }
 }
 
 fn is_blank(s: &str) -> bool {
@@ -557,7 +570,12 @@ impl<'a> Parser<'a> {
     /// escapes, no control bytes), recorded as offsets. Strings end at the next
     /// quote in the bitmap; nothing is sliced or copied; nested values go
     /// through the general parser.
-    fn plain_members(&mut self, out: &mut Vec<Member>, slots: &mut [u8; 256]) -> Result<(), JsonError> {
+    fn plain_members(
+        &mut self,
+        out: &mut Vec<Member>,
+        slots: &mut [u8; 256],
+        known_only: bool,
+    ) -> Result<(), JsonError> {
         if self.peek() != Some(b'{') {
             return Err(self.err("expected object"));
         }
@@ -609,22 +627,26 @@ impl<'a> Parser<'a> {
                     (tag, a, b)
                 }
             };
-            let i = out.len();
-            if i < 255 {
-                let slot = &mut slots[usize::from(key_hash(&self.bytes[key..key_end]))];
-                if *slot == 0 {
-                    *slot = i as u8 + 1;
+            let key_bytes = &self.bytes[key..key_end];
+            let h = key_hash(key_bytes);
+            if !known_only || known_keys::contains(h, key_bytes) {
+                let i = out.len();
+                let mut next = 0;
+                if i < 255 {
+                    next = slots[usize::from(h)];
+                    slots[usize::from(h)] = i as u8 + 1;
                 }
+                out.push(Member {
+                    key: key as u32,
+                    key_len: (key_end - key) as u32,
+                    val: val as u32,
+                    val_len: (val_end - val) as u32,
+                    tag,
+                    key_escaped: false,
+                    val_escaped: false,
+                    next,
+                });
             }
-            out.push(Member {
-                key: key as u32,
-                key_len: (key_end - key) as u32,
-                val: val as u32,
-                val_len: (val_end - val) as u32,
-                tag,
-                key_escaped: false,
-                val_escaped: false,
-            });
             self.skip_ws();
             match self.peek() {
                 Some(b',') => self.pos += 1,
@@ -714,6 +736,115 @@ impl<'a> Parser<'a> {
                 _ => return Err(self.err("expected ',' or ']'")),
             }
         }
+    }
+}
+
+/// The top-level keys decoders read. `Object::parse_known` keeps only these,
+/// which spares the hot path a member record for each of the ~40 fields of a
+/// login event that nothing reads. A key missing here would read as absent:
+/// `decode::tests::known_keys_cover_every_decoder_read` replays every sample
+/// with and without the filter to catch that.
+pub const KNOWN_KEYS: &[&str] = &[
+    // envelopes
+    "records",
+    "result",
+    "status",
+    "message",
+    "name",
+    "channel",
+    "data",
+    "event",
+    "event.original",
+    "attributes",
+    "attributes.type",
+    // RTEM / LoginHistory / LoginEventLog
+    "EventDate",
+    "EventIdentifier",
+    "UserId",
+    "Username",
+    "LoginType",
+    "LoginSubType",
+    "SourceIp",
+    "Status",
+    "Application",
+    "LoginTime",
+    "Id",
+    "User",
+    "User.Username",
+    "ReplayId",
+    "EventUuid",
+    "Timestamp",
+    "RequestIdentifier",
+    "LoginKey",
+    "UserIdentifier",
+    "UserName",
+    "LoginStatus",
+    "Uri",
+    // EventLogFile
+    "EVENT_TYPE",
+    "TIMESTAMP_DERIVED",
+    "TIMESTAMP",
+    "REQUEST_ID",
+    "LOGIN_KEY",
+    "USER_ID_DERIVED",
+    "USER_ID",
+    "USER_NAME",
+    "LOGIN_TYPE",
+    "LOGIN_SUB_TYPE",
+    "SOURCE_IP",
+    "LOGIN_STATUS",
+    "ORGANIZATION_ID",
+    "URI",
+    // SetupAuditTrail
+    "CreatedDate",
+    "Action",
+    "Display",
+    "Section",
+    "CreatedById",
+    "CreatedBy",
+    "CreatedBy.Username",
+    "CreatedByUsername",
+    "CreatedBy.Name",
+    "DelegateUser",
+    // inventory
+    "Name",
+    "IsActive",
+    "Profile",
+    "Profile.Name",
+    "AssigneeId",
+    "Assignee",
+    "Assignee.Username",
+    "PermissionSet",
+    "PermissionSet.Name",
+    "PermissionSet.IsOwnedByProfile",
+    "PermissionSet.Profile.Name",
+    "PermissionSet.PermissionsModifyAllData",
+    "PermissionSet.PermissionsViewAllData",
+    "PermissionSet.PermissionsManageUsers",
+    "PermissionSet.PermissionsCustomizeApplication",
+    "PermissionSet.PermissionsAuthorApex",
+    "PermissionSet.PermissionsApiEnabled",
+];
+
+mod known_keys {
+    use super::{key_hash, KNOWN_KEYS};
+    use std::sync::OnceLock;
+
+    /// Key hash → the known keys with that hash.
+    fn table() -> &'static [Vec<&'static [u8]>] {
+        static TABLE: OnceLock<Vec<Vec<&'static [u8]>>> = OnceLock::new();
+        TABLE.get_or_init(|| {
+            let mut t = vec![Vec::new(); 256];
+            for k in KNOWN_KEYS {
+                t[usize::from(key_hash(k.as_bytes()))].push(k.as_bytes());
+            }
+            t
+        })
+    }
+
+    #[inline]
+    pub fn contains(h: u8, key: &[u8]) -> bool {
+        table()[usize::from(h)].iter().any(|k| *k == key)
     }
 }
 
