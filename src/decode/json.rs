@@ -148,6 +148,11 @@ const TAG_NUM: u8 = 3;
 const TAG_STR: u8 = 4;
 const TAG_OBJ: u8 = 5;
 const TAG_ARR: u8 = 6;
+/// A known key the record does not carry (filtered objects only).
+const TAG_ABSENT: u8 = 7;
+
+const ABSENT: Member =
+    Member { key: 0, key_len: 0, val: 0, val_len: 0, tag: TAG_ABSENT, key_escaped: false, val_escaped: false, next: 0 };
 
 impl Default for Object<'_> {
     fn default() -> Self {
@@ -156,11 +161,11 @@ impl Default for Object<'_> {
 }
 
 #[inline]
-fn key_hash(k: &[u8]) -> u8 {
+const fn key_hash(k: &[u8]) -> u8 {
     match k {
         [] => 0,
         [first, .., last] => (k.len() as u8).wrapping_mul(31) ^ first.wrapping_mul(7) ^ last.rotate_left(3),
-        [only] => (1u8).wrapping_mul(31) ^ only.wrapping_mul(7) ^ only.rotate_left(3),
+        [only] => 31u8 ^ only.wrapping_mul(7) ^ only.rotate_left(3),
     }
 }
 
@@ -189,6 +194,9 @@ impl<'a> Object<'a> {
         let mut slots = [0u8; 256];
         let mut scan_only = false;
         if p.plain {
+            if known_only {
+                members = vec![ABSENT; KNOWN_KEYS.len()];
+            }
             p.plain_members(&mut members, &mut slots, known_only)?;
             p.skip_ws();
             if p.pos != p.bytes.len() {
@@ -260,6 +268,10 @@ impl<'a> Object<'a> {
     /// The member with this key; with duplicate keys the last wins, as in serde_json.
     #[inline]
     pub fn get(&self, key: &str) -> Option<Val<'a>> {
+        if self.filtered {
+            let m = self.members.get(known_keys::index(key.as_bytes())?)?;
+            return (m.tag != TAG_ABSENT).then(|| self.value(m));
+        }
         if self.scan_only {
             return self.members.iter().rev().find(|m| self.key(m).eq_str(key)).map(|m| self.value(m));
         }
@@ -302,11 +314,11 @@ impl<'a> Object<'a> {
     }
 
     pub fn len(&self) -> usize {
-        self.members.len()
+        self.members.iter().filter(|m| m.tag != TAG_ABSENT).count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
+        self.len() == 0
     }
 
     /// Every key, in wire order (a filtered object is read again in full).
@@ -341,16 +353,37 @@ fn nested_text<'a>(obj: &'a str, path: &str) -> Option<Cow<'a, str>> {
         Some((h, r)) => (h, Some(r)),
         None => (path, None),
     };
+    // `obj` was validated with its parent, so the walk may stop at the first
+    // match (`attributes.type` is the first member of every REST row).
     let mut p = Parser::new(obj);
     p.skip_ws();
-    let mut found = None;
-    p.object_visit(&mut |k, v| {
-        if found.is_none() && k.eq_str(head) {
-            found = Some(v);
+    if p.peek() != Some(b'{') {
+        return None;
+    }
+    p.pos += 1;
+    let found = loop {
+        p.skip_ws();
+        if p.peek() != Some(b'"') {
+            return None;
         }
-    })
-    .ok()?;
-    match (found?, rest) {
+        let k = p.string().ok()?;
+        p.skip_ws();
+        if p.peek() != Some(b':') {
+            return None;
+        }
+        p.pos += 1;
+        p.skip_ws();
+        let v = p.value(1).ok()?;
+        if k.eq_str(head) {
+            break v;
+        }
+        p.skip_ws();
+        if p.peek() != Some(b',') {
+            return None;
+        }
+        p.pos += 1;
+    };
+    match (found, rest) {
         (Val::Obj(inner), Some(rest)) => nested_text(inner, rest),
         (v, None) => v.text().filter(|s| !is_blank(s)),
         _ => None,
@@ -628,24 +661,30 @@ impl<'a> Parser<'a> {
                 }
             };
             let key_bytes = &self.bytes[key..key_end];
-            let h = key_hash(key_bytes);
-            if !known_only || known_keys::contains(h, key_bytes) {
+            let member = Member {
+                key: key as u32,
+                key_len: (key_end - key) as u32,
+                val: val as u32,
+                val_len: (val_end - val) as u32,
+                tag,
+                key_escaped: false,
+                val_escaped: false,
+                next: 0,
+            };
+            if known_only {
+                // Fixed slot per known key; unknown keys are validated and dropped.
+                if let Some(slot) = known_keys::index(key_bytes).and_then(|i| out.get_mut(i)) {
+                    *slot = member;
+                }
+            } else {
+                let h = key_hash(key_bytes);
                 let i = out.len();
                 let mut next = 0;
                 if i < 255 {
                     next = slots[usize::from(h)];
                     slots[usize::from(h)] = i as u8 + 1;
                 }
-                out.push(Member {
-                    key: key as u32,
-                    key_len: (key_end - key) as u32,
-                    val: val as u32,
-                    val_len: (val_end - val) as u32,
-                    tag,
-                    key_escaped: false,
-                    val_escaped: false,
-                    next,
-                });
+                out.push(Member { next, ..member });
             }
             self.skip_ws();
             match self.peek() {
@@ -661,11 +700,6 @@ impl<'a> Parser<'a> {
 
     fn skip_object(&mut self, depth: usize) -> Result<(), JsonError> {
         self.object_inner(depth, &mut |_, _| {})
-    }
-
-    /// Walks one object's members, calling `f` for each, without collecting them.
-    fn object_visit(&mut self, f: &mut impl FnMut(JStr<'a>, Val<'a>)) -> Result<(), JsonError> {
-        self.object_inner(1, f)
     }
 
     fn object_inner(&mut self, depth: usize, out: &mut impl FnMut(JStr<'a>, Val<'a>)) -> Result<(), JsonError> {
@@ -828,23 +862,38 @@ pub const KNOWN_KEYS: &[&str] = &[
 
 mod known_keys {
     use super::{key_hash, KNOWN_KEYS};
-    use std::sync::OnceLock;
 
-    /// Key hash → the known keys with that hash.
-    fn table() -> &'static [Vec<&'static [u8]>] {
-        static TABLE: OnceLock<Vec<Vec<&'static [u8]>>> = OnceLock::new();
-        TABLE.get_or_init(|| {
-            let mut t = vec![Vec::new(); 256];
-            for k in KNOWN_KEYS {
-                t[usize::from(key_hash(k.as_bytes()))].push(k.as_bytes());
+    /// Key hash → up to two indices into `KNOWN_KEYS` (0xFF: none), built at
+    /// compile time; a third key on one hash fails the build.
+    const BUCKETS: [[u8; 2]; 256] = {
+        assert!(KNOWN_KEYS.len() < 255);
+        let mut b = [[0xFFu8; 2]; 256];
+        let mut i = 0;
+        while i < KNOWN_KEYS.len() {
+            let h = key_hash(KNOWN_KEYS[i].as_bytes()) as usize;
+            if b[h][0] == 0xFF {
+                b[h][0] = i as u8;
+            } else if b[h][1] == 0xFF {
+                b[h][1] = i as u8;
+            } else {
+                panic!("more than two KNOWN_KEYS share a hash; adjust key_hash");
             }
-            t
-        })
-    }
+            i += 1;
+        }
+        b
+    };
 
+    /// The key's index in `KNOWN_KEYS`.
     #[inline]
-    pub fn contains(h: u8, key: &[u8]) -> bool {
-        table()[usize::from(h)].iter().any(|k| *k == key)
+    pub fn index(key: &[u8]) -> Option<usize> {
+        let [a, b] = BUCKETS[usize::from(key_hash(key))];
+        for c in [a, b] {
+            let k = KNOWN_KEYS.get(usize::from(c))?.as_bytes();
+            if k.len() == key.len() && k == key {
+                return Some(usize::from(c));
+            }
+        }
+        None
     }
 }
 
