@@ -123,8 +123,6 @@ pub struct Object<'a> {
     slots: [u8; 256],
     /// An escaped key or more than 255 members: look up by scanning.
     scan_only: bool,
-    /// Only `KNOWN_KEYS` members were kept (see `parse_known`).
-    filtered: bool,
 }
 
 /// One member as offsets into the object text.
@@ -148,20 +146,15 @@ const TAG_NUM: u8 = 3;
 const TAG_STR: u8 = 4;
 const TAG_OBJ: u8 = 5;
 const TAG_ARR: u8 = 6;
-/// A known key the record does not carry (filtered objects only).
-const TAG_ABSENT: u8 = 7;
-
-const ABSENT: Member =
-    Member { key: 0, key_len: 0, val: 0, val_len: 0, tag: TAG_ABSENT, key_escaped: false, val_escaped: false, next: 0 };
 
 impl Default for Object<'_> {
     fn default() -> Self {
-        Object { text: "", members: Vec::new(), slots: [0; 256], scan_only: false, filtered: false }
+        Object { text: "", members: Vec::new(), slots: [0; 256], scan_only: false }
     }
 }
 
 #[inline]
-const fn key_hash(k: &[u8]) -> u8 {
+fn key_hash(k: &[u8]) -> u8 {
     match k {
         [] => 0,
         [first, .., last] => (k.len() as u8).wrapping_mul(31) ^ first.wrapping_mul(7) ^ last.rotate_left(3),
@@ -172,17 +165,6 @@ const fn key_hash(k: &[u8]) -> u8 {
 impl<'a> Object<'a> {
     /// Parses one object text (braces included) into its members.
     pub fn parse(text: &'a str) -> Result<Self, JsonError> {
-        Object::parse_with(text, false)
-    }
-
-    /// Like `parse`, but on the fast path keeps only members whose key is in
-    /// `KNOWN_KEYS` (the keys any decoder reads); the rest are validated and
-    /// dropped. Lookups of other keys then miss, so only decode uses this.
-    pub fn parse_known(text: &'a str) -> Result<Self, JsonError> {
-        Object::parse_with(text, true)
-    }
-
-    fn parse_with(text: &'a str, known_only: bool) -> Result<Self, JsonError> {
         if text.len() > u32::MAX as usize {
             return Err(JsonError { kind: "object larger than 4 GiB", offset: 0 });
         }
@@ -194,16 +176,13 @@ impl<'a> Object<'a> {
         let mut slots = [0u8; 256];
         let mut scan_only = false;
         if p.plain {
-            if known_only {
-                members = vec![ABSENT; KNOWN_KEYS.len()];
-            }
-            p.plain_members(&mut members, &mut slots, known_only)?;
+            p.plain_members(&mut members, &mut slots)?;
             p.skip_ws();
             if p.pos != p.bytes.len() {
                 return Err(p.err("trailing characters after object"));
             }
             scan_only = members.len() > 255;
-            return Ok(Object { text, members, slots, scan_only, filtered: known_only });
+            return Ok(Object { text, members, slots, scan_only });
         }
         p.object_inner(1, &mut |k: JStr<'a>, v: Val<'a>| {
             let (tag, raw, val_escaped) = match v {
@@ -239,7 +218,7 @@ impl<'a> Object<'a> {
         if p.pos != p.bytes.len() {
             return Err(p.err("trailing characters after object"));
         }
-        Ok(Object { text, members, slots, scan_only, filtered: false })
+        Ok(Object { text, members, slots, scan_only })
     }
 
     #[inline]
@@ -268,10 +247,6 @@ impl<'a> Object<'a> {
     /// The member with this key; with duplicate keys the last wins, as in serde_json.
     #[inline]
     pub fn get(&self, key: &str) -> Option<Val<'a>> {
-        if self.filtered {
-            let m = self.members.get(known_keys::index(key.as_bytes())?)?;
-            return (m.tag != TAG_ABSENT).then(|| self.value(m));
-        }
         if self.scan_only {
             return self.members.iter().rev().find(|m| self.key(m).eq_str(key)).map(|m| self.value(m));
         }
@@ -314,20 +289,15 @@ impl<'a> Object<'a> {
     }
 
     pub fn len(&self) -> usize {
-        self.members.iter().filter(|m| m.tag != TAG_ABSENT).count()
+        self.members.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Every key, in wire order (a filtered object is read again in full).
+    /// Every key, in wire order.
     pub fn keys(&self) -> Vec<Cow<'a, str>> {
-        if self.filtered {
-            if let Ok(full) = Object::parse(self.text) {
-                return full.keys();
-            }
-        }
         self.members.iter().map(|m| self.key(m).value()).collect()
     }
 }
@@ -603,12 +573,7 @@ impl<'a> Parser<'a> {
     /// escapes, no control bytes), recorded as offsets. Strings end at the next
     /// quote in the bitmap; nothing is sliced or copied; nested values go
     /// through the general parser.
-    fn plain_members(
-        &mut self,
-        out: &mut Vec<Member>,
-        slots: &mut [u8; 256],
-        known_only: bool,
-    ) -> Result<(), JsonError> {
+    fn plain_members(&mut self, out: &mut Vec<Member>, slots: &mut [u8; 256]) -> Result<(), JsonError> {
         if self.peek() != Some(b'{') {
             return Err(self.err("expected object"));
         }
@@ -671,21 +636,14 @@ impl<'a> Parser<'a> {
                 val_escaped: false,
                 next: 0,
             };
-            if known_only {
-                // Fixed slot per known key; unknown keys are validated and dropped.
-                if let Some(slot) = known_keys::index(key_bytes).and_then(|i| out.get_mut(i)) {
-                    *slot = member;
-                }
-            } else {
-                let h = key_hash(key_bytes);
-                let i = out.len();
-                let mut next = 0;
-                if i < 255 {
-                    next = slots[usize::from(h)];
-                    slots[usize::from(h)] = i as u8 + 1;
-                }
-                out.push(Member { next, ..member });
+            let h = key_hash(key_bytes);
+            let i = out.len();
+            let mut next = 0;
+            if i < 255 {
+                next = slots[usize::from(h)];
+                slots[usize::from(h)] = i as u8 + 1;
             }
+            out.push(Member { next, ..member });
             self.skip_ws();
             match self.peek() {
                 Some(b',') => self.pos += 1,
@@ -770,130 +728,6 @@ impl<'a> Parser<'a> {
                 _ => return Err(self.err("expected ',' or ']'")),
             }
         }
-    }
-}
-
-/// The top-level keys decoders read. `Object::parse_known` keeps only these,
-/// which spares the hot path a member record for each of the ~40 fields of a
-/// login event that nothing reads. A key missing here would read as absent:
-/// `decode::tests::known_keys_cover_every_decoder_read` replays every sample
-/// with and without the filter to catch that.
-pub const KNOWN_KEYS: &[&str] = &[
-    // envelopes
-    "records",
-    "result",
-    "status",
-    "message",
-    "name",
-    "channel",
-    "data",
-    "event",
-    "event.original",
-    "attributes",
-    "attributes.type",
-    // RTEM / LoginHistory / LoginEventLog
-    "EventDate",
-    "EventIdentifier",
-    "UserId",
-    "Username",
-    "LoginType",
-    "LoginSubType",
-    "SourceIp",
-    "Status",
-    "Application",
-    "LoginTime",
-    "Id",
-    "User",
-    "User.Username",
-    "ReplayId",
-    "EventUuid",
-    "Timestamp",
-    "RequestIdentifier",
-    "LoginKey",
-    "UserIdentifier",
-    "UserName",
-    "LoginStatus",
-    "Uri",
-    // EventLogFile
-    "EVENT_TYPE",
-    "TIMESTAMP_DERIVED",
-    "TIMESTAMP",
-    "REQUEST_ID",
-    "LOGIN_KEY",
-    "USER_ID_DERIVED",
-    "USER_ID",
-    "USER_NAME",
-    "LOGIN_TYPE",
-    "LOGIN_SUB_TYPE",
-    "SOURCE_IP",
-    "LOGIN_STATUS",
-    "ORGANIZATION_ID",
-    "URI",
-    // SetupAuditTrail
-    "CreatedDate",
-    "Action",
-    "Display",
-    "Section",
-    "CreatedById",
-    "CreatedBy",
-    "CreatedBy.Username",
-    "CreatedByUsername",
-    "CreatedBy.Name",
-    "DelegateUser",
-    // inventory
-    "Name",
-    "IsActive",
-    "Profile",
-    "Profile.Name",
-    "AssigneeId",
-    "Assignee",
-    "Assignee.Username",
-    "PermissionSet",
-    "PermissionSet.Name",
-    "PermissionSet.IsOwnedByProfile",
-    "PermissionSet.Profile.Name",
-    "PermissionSet.PermissionsModifyAllData",
-    "PermissionSet.PermissionsViewAllData",
-    "PermissionSet.PermissionsManageUsers",
-    "PermissionSet.PermissionsCustomizeApplication",
-    "PermissionSet.PermissionsAuthorApex",
-    "PermissionSet.PermissionsApiEnabled",
-];
-
-mod known_keys {
-    use super::{key_hash, KNOWN_KEYS};
-
-    /// Key hash → up to two indices into `KNOWN_KEYS` (0xFF: none), built at
-    /// compile time; a third key on one hash fails the build.
-    const BUCKETS: [[u8; 2]; 256] = {
-        assert!(KNOWN_KEYS.len() < 255);
-        let mut b = [[0xFFu8; 2]; 256];
-        let mut i = 0;
-        while i < KNOWN_KEYS.len() {
-            let h = key_hash(KNOWN_KEYS[i].as_bytes()) as usize;
-            if b[h][0] == 0xFF {
-                b[h][0] = i as u8;
-            } else if b[h][1] == 0xFF {
-                b[h][1] = i as u8;
-            } else {
-                panic!("more than two KNOWN_KEYS share a hash; adjust key_hash");
-            }
-            i += 1;
-        }
-        b
-    };
-
-    /// The key's index in `KNOWN_KEYS`.
-    #[inline]
-    pub fn index(key: &[u8]) -> Option<usize> {
-        let [a, b] = BUCKETS[usize::from(key_hash(key))];
-        for c in [a, b] {
-            let k = KNOWN_KEYS.get(usize::from(c))?.as_bytes();
-            if k.len() == key.len() && k == key {
-                return Some(usize::from(c));
-            }
-        }
-        None
     }
 }
 

@@ -122,12 +122,6 @@ pub const MAX_UNIT_BYTES: usize = 256 << 20;
 
 /// Decodes one JSON unit (a JSONL line or a whole document).
 pub fn decode_json_unit(bytes: &[u8], out: &mut Vec<Decoded>) {
-    decode_json_unit_with(bytes, out, true)
-}
-
-/// `known_only`: read the top-level object with `Object::parse_known` (the hot
-/// path); `false` keeps every member, for tests that check the filter.
-fn decode_json_unit_with(bytes: &[u8], out: &mut Vec<Decoded>, known_only: bool) {
     // SIMD validation first (the common, valid case); std only to locate an error.
     let text = match simdutf8::basic::from_utf8(bytes).or_else(|_| std::str::from_utf8(bytes)) {
         Ok(t) => t,
@@ -141,7 +135,7 @@ fn decode_json_unit_with(bytes: &[u8], out: &mut Vec<Decoded>, known_only: bool)
         }
     };
     let root = if text.trim_start().starts_with('{') {
-        if known_only { Object::parse_known(text) } else { Object::parse(text) }.map(json::Root::Object)
+        Object::parse(text).map(json::Root::Object)
     } else {
         json::parse(text).map(json::Root::Other)
     };
@@ -335,42 +329,6 @@ mod tests {
         let mut out = Vec::new();
         decode_json_unit(s.as_bytes(), &mut out);
         out
-    }
-
-    #[test]
-    fn known_keys_cover_every_decoder_read() {
-        // Every sample and fixture, line by line and whole, decodes the same with
-        // the known-key filter as without it.
-        let root = env!("CARGO_MANIFEST_DIR");
-        let mut units: Vec<Vec<u8>> = Vec::new();
-        for dir in ["samples/logins", "samples/audit", "samples/inventory", "tests/fixtures/reference"] {
-            for entry in std::fs::read_dir(format!("{root}/{dir}")).unwrap() {
-                let path = entry.unwrap().path();
-                let bytes = std::fs::read(&path).unwrap();
-                units.push(bytes.clone());
-                units.extend(bytes.split(|b| *b == b'\n').filter(|l| l.len() > 2).map(<[u8]>::to_vec));
-            }
-        }
-        // ELF rows as forwarded JSON, long enough for the fast path.
-        let csv = std::fs::read_to_string(format!("{root}/samples/elf/2024-07-09T11-Login.csv")).unwrap();
-        let mut rows = csv.lines().map(|l| l.split(',').map(|f| f.trim_matches('"').to_string()).collect::<Vec<_>>());
-        let header = rows.next().unwrap();
-        for row in rows {
-            let obj: serde_json::Map<String, serde_json::Value> =
-                header.iter().cloned().zip(row.into_iter().map(serde_json::Value::String)).collect();
-            units.push(serde_json::to_vec(&obj).unwrap());
-        }
-        let mut long_ones = 0;
-        for unit in &units {
-            let (mut fast, mut full) = (Vec::new(), Vec::new());
-            decode_json_unit_with(unit, &mut fast, true);
-            decode_json_unit_with(unit, &mut full, false);
-            assert_eq!(fast, full, "{}", String::from_utf8_lossy(unit));
-            long_ones += usize::from(
-                unit.len() >= 256 && matches!(fast.first(), Some(Decoded::Event(_) | Decoded::Counted { .. })),
-            );
-        }
-        assert!(long_ones > 30, "the fast path was exercised ({long_ones})");
     }
 
     #[test]
