@@ -736,23 +736,68 @@ mod quote_index {
     /// Fills `out` with one bit per byte of `bytes` (set for `"`); returns false,
     /// leaving `out` unusable, when a backslash or control byte is present.
     pub fn build(bytes: &[u8], out: &mut Vec<u64>) -> bool {
+        let full = bytes.len() / 64;
         out.clear();
-        out.reserve(bytes.len() / 64 + 1);
-        let mut blocks = bytes.chunks_exact(64);
+        out.resize(full + 1, 0);
+        let avx2 = has_avx2();
         let mut special = false;
-        for block in &mut blocks {
-            let (q, sp) = block64(block);
-            out.push(q);
+        let mut blocks = bytes.chunks_exact(64);
+        for (dst, block) in out.iter_mut().zip(&mut blocks) {
+            let (q, sp) = block_any(block, avx2);
+            *dst = q;
             special |= sp;
         }
+        // The tail, padded with spaces (neither quote, backslash nor control).
         let rest = blocks.remainder();
-        let mut q = 0u64;
-        for (i, &b) in rest.iter().enumerate() {
-            q |= u64::from(b == b'"') << i;
-            special |= b == b'\\' || b < 0x20;
+        let mut tail = [b' '; 64];
+        tail[..rest.len()].copy_from_slice(rest);
+        let (q, sp) = block64(&tail);
+        out[full] = q;
+        !(special | sp)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn has_avx2() -> bool {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    #[inline(always)]
+    fn has_avx2() -> bool {
+        false
+    }
+
+    #[inline(always)]
+    fn block_any(block: &[u8], avx2: bool) -> (u64, bool) {
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: `avx2` is only true when the CPU was detected to have AVX2.
+            return unsafe { block64_avx2(block) };
         }
-        out.push(q);
-        !special
+        let _ = avx2;
+        block64(block)
+    }
+
+    /// The same as `block64`, 32 bytes at a time.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn block64_avx2(block: &[u8]) -> (u64, bool) {
+        use std::arch::x86_64::*;
+        let mut q = 0u64;
+        let mut sp = 0i32;
+        for (i, lane) in block.chunks_exact(32).enumerate() {
+            // SAFETY: `lane` is exactly 32 readable bytes; `loadu` has no
+            // alignment requirement; the caller checked for AVX2.
+            let v = unsafe { _mm256_loadu_si256(lane.as_ptr().cast()) };
+            let quote = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'"' as i8));
+            let backslash = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\\' as i8));
+            let low = _mm256_set1_epi8(0x1f);
+            let control = _mm256_cmpeq_epi8(_mm256_max_epu8(v, low), low);
+            q |= u64::from(_mm256_movemask_epi8(quote) as u32) << (32 * i);
+            sp |= _mm256_movemask_epi8(_mm256_or_si256(backslash, control));
+        }
+        (q, sp != 0)
     }
 
     #[cfg(target_arch = "x86_64")]
