@@ -583,50 +583,53 @@ impl<'a> Parser<'a> {
             self.pos += 1;
             return Ok(());
         }
+        let bytes = self.bytes;
         loop {
             self.skip_ws();
             if self.peek() != Some(b'"') {
                 return Err(self.err("expected object key"));
             }
             let key = self.pos + 1;
-            let Some(key_end) = self.next_quote(key) else {
-                self.pos = self.bytes.len();
-                return Err(self.err("unterminated string"));
+            let key_end = self.closing_quote(key)?;
+            let (tag, val, val_end) = if bytes.get(key_end + 1) == Some(&b':') && bytes.get(key_end + 2) == Some(&b'"')
+            {
+                // Compact `"key":"value"`, the shape of nearly every member.
+                let start = key_end + 3;
+                let end = self.closing_quote(start)?;
+                self.pos = end + 1;
+                (TAG_STR, start, end)
+            } else {
+                self.pos = key_end + 1;
+                self.skip_ws();
+                if self.peek() != Some(b':') {
+                    return Err(self.err("expected ':'"));
+                }
+                self.pos += 1;
+                self.skip_ws();
+                let start = self.pos;
+                let tag = match self.value(1)? {
+                    Val::Null => TAG_NULL,
+                    Val::Bool(false) => TAG_FALSE,
+                    Val::Bool(true) => TAG_TRUE,
+                    Val::Num(_) => TAG_NUM,
+                    Val::Str(_) => TAG_STR,
+                    Val::Obj(_) => TAG_OBJ,
+                    Val::Arr(_) => TAG_ARR,
+                };
+                match tag {
+                    TAG_NULL | TAG_FALSE | TAG_TRUE => (tag, 0, 0),
+                    TAG_STR => (tag, start + 1, self.pos - 1),
+                    _ => (tag, start, self.pos),
+                }
             };
-            self.pos = key_end + 1;
-            self.skip_ws();
-            if self.peek() != Some(b':') {
-                return Err(self.err("expected ':'"));
+            let i = out.len();
+            let mut next = 0;
+            if i < 255 {
+                let h = usize::from(key_hash(&bytes[key..key_end]));
+                next = slots[h];
+                slots[h] = i as u8 + 1;
             }
-            self.pos += 1;
-            self.skip_ws();
-            let (tag, val, val_end) = match self.peek() {
-                Some(b'"') => {
-                    let start = self.pos + 1;
-                    let Some(end) = self.next_quote(start) else {
-                        self.pos = self.bytes.len();
-                        return Err(self.err("unterminated string"));
-                    };
-                    self.pos = end + 1;
-                    (TAG_STR, start, end)
-                }
-                _ => {
-                    let start = self.pos;
-                    let tag = match self.value(1)? {
-                        Val::Null => TAG_NULL,
-                        Val::Bool(false) => TAG_FALSE,
-                        Val::Bool(true) => TAG_TRUE,
-                        Val::Num(_) => TAG_NUM,
-                        Val::Str(_) => TAG_STR,
-                        Val::Obj(_) => TAG_OBJ,
-                        Val::Arr(_) => TAG_ARR,
-                    };
-                    let (a, b) = if tag <= TAG_TRUE { (0, 0) } else { (start, self.pos) };
-                    (tag, a, b)
-                }
-            };
-            let key_bytes = &self.bytes[key..key_end];
-            let member = Member {
+            out.push(Member {
                 key: key as u32,
                 key_len: (key_end - key) as u32,
                 val: val as u32,
@@ -634,24 +637,37 @@ impl<'a> Parser<'a> {
                 tag,
                 key_escaped: false,
                 val_escaped: false,
-                next: 0,
-            };
-            let h = key_hash(key_bytes);
-            let i = out.len();
-            let mut next = 0;
-            if i < 255 {
-                next = slots[usize::from(h)];
-                slots[usize::from(h)] = i as u8 + 1;
-            }
-            out.push(Member { next, ..member });
-            self.skip_ws();
-            match self.peek() {
+                next,
+            });
+            match bytes.get(self.pos) {
                 Some(b',') => self.pos += 1,
                 Some(b'}') => {
                     self.pos += 1;
                     return Ok(());
                 }
-                _ => return Err(self.err("expected ',' or '}'")),
+                _ => {
+                    self.skip_ws();
+                    match self.peek() {
+                        Some(b',') => self.pos += 1,
+                        Some(b'}') => {
+                            self.pos += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(self.err("expected ',' or '}'")),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The quote closing a string whose body starts at `start` (plain texts).
+    #[inline(always)]
+    fn closing_quote(&mut self, start: usize) -> Result<usize, JsonError> {
+        match self.next_quote(start) {
+            Some(end) => Ok(end),
+            None => {
+                self.pos = self.bytes.len();
+                Err(self.err("unterminated string"))
             }
         }
     }
@@ -1000,7 +1016,12 @@ mod tests {
         fn indexed_and_bytewise_paths_read_the_same(v in arb_json()) {
             if let serde_json::Value::Object(mut m) = v {
                 m.insert("zz_pad".into(), serde_json::Value::String("p".repeat(300)));
-                let text = serde_json::to_string(&m).unwrap();
+                let compact = serde_json::to_string(&m).unwrap();
+                // Python-style separators: spaces after ':' and ',' (no newlines).
+                let spaced = format!("{{ {} }}", m.iter()
+                    .map(|(k, v)| format!("{} :  {}", serde_json::to_string(k).unwrap(), serde_json::to_string(v).unwrap()))
+                    .collect::<Vec<_>>().join(" , "));
+                for text in [compact, spaced] {
                 let o = Object::parse(&text).unwrap();
                 for (k, val) in &m {
                     let want = match val {
@@ -1010,6 +1031,7 @@ mod tests {
                         _ => None,
                     };
                     proptest::prop_assert_eq!(o.text(k).map(|c| c.into_owned()), want, "key {:?} in {}", k, text);
+                }
                 }
             }
         }
