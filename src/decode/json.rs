@@ -16,6 +16,7 @@
 //! so hostile input cannot overflow the stack.
 
 use std::borrow::Cow;
+use std::ops::ControlFlow;
 
 /// Deepest nesting accepted; real Salesforce shapes nest at most four levels.
 const MAX_DEPTH: usize = 64;
@@ -213,6 +214,7 @@ impl<'a> Object<'a> {
                 key_escaped: k.escaped,
                 val_escaped,
             });
+            ControlFlow::Continue(())
         })?;
         p.skip_ws();
         if p.pos != p.bytes.len() {
@@ -327,33 +329,15 @@ fn nested_text<'a>(obj: &'a str, path: &str) -> Option<Cow<'a, str>> {
     // match (`attributes.type` is the first member of every REST row).
     let mut p = Parser::new(obj);
     p.skip_ws();
-    if p.peek() != Some(b'{') {
-        return None;
-    }
-    p.pos += 1;
-    let found = loop {
-        p.skip_ws();
-        if p.peek() != Some(b'"') {
-            return None;
-        }
-        let k = p.string().ok()?;
-        p.skip_ws();
-        if p.peek() != Some(b':') {
-            return None;
-        }
-        p.pos += 1;
-        p.skip_ws();
-        let v = p.value(1).ok()?;
+    let mut found = None;
+    let _ = p.object_inner(1, &mut |k, v| {
         if k.eq_str(head) {
-            break v;
+            found = Some(v);
+            return ControlFlow::Break(());
         }
-        p.skip_ws();
-        if p.peek() != Some(b',') {
-            return None;
-        }
-        p.pos += 1;
-    };
-    match (found, rest) {
+        ControlFlow::Continue(())
+    });
+    match (found?, rest) {
         (Val::Obj(inner), Some(rest)) => nested_text(inner, rest),
         (v, None) => v.text().filter(|s| !is_blank(s)),
         _ => None,
@@ -673,10 +657,16 @@ impl<'a> Parser<'a> {
     }
 
     fn skip_object(&mut self, depth: usize) -> Result<(), JsonError> {
-        self.object_inner(depth, &mut |_, _| {})
+        self.object_inner(depth, &mut |_, _| ControlFlow::Continue(()))
     }
 
-    fn object_inner(&mut self, depth: usize, out: &mut impl FnMut(JStr<'a>, Val<'a>)) -> Result<(), JsonError> {
+    /// Walks one object's members, calling `out` for each; `Break` stops the
+    /// walk early (the rest is then neither read nor validated).
+    fn object_inner(
+        &mut self,
+        depth: usize,
+        out: &mut impl FnMut(JStr<'a>, Val<'a>) -> ControlFlow<()>,
+    ) -> Result<(), JsonError> {
         if depth > MAX_DEPTH {
             return Err(self.err("nesting too deep"));
         }
@@ -702,7 +692,9 @@ impl<'a> Parser<'a> {
             self.pos += 1;
             self.skip_ws();
             let v = self.value(depth)?;
-            out(key, v);
+            if out(key, v).is_break() {
+                return Ok(());
+            }
             self.skip_ws();
             match self.peek() {
                 Some(b',') => self.pos += 1,
