@@ -358,3 +358,83 @@ fn output_file_option() {
     assert!(out.stdout.is_empty());
     assert_eq!(std::fs::read(&f).unwrap(), sample_run(&[]).stdout);
 }
+
+/// Files larger than the 1 MiB read chunk: records straddle chunk boundaries,
+/// line numbers keep counting across chunks, CSV quotes may hide newlines.
+#[test]
+fn chunk_boundaries_keep_records_whole_and_lines_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(root().join("samples/logins/login-events.jsonl")).unwrap();
+    let good: Vec<&str> =
+        base.lines().filter(|l| l.starts_with("{\"attributes\"") && l.contains("\"Username\"")).collect();
+    let mut jsonl = String::new();
+    let mut n = 0u64;
+    while jsonl.len() < 3 << 20 {
+        n += 1;
+        if n == 2500 {
+            jsonl.push_str("{\"broken\": \n");
+        } else {
+            jsonl.push_str(good[(n as usize) % good.len()]);
+            jsonl.push('\n');
+        }
+    }
+    let big = dir.path().join("big.jsonl");
+    std::fs::write(&big, &jsonl).unwrap();
+    // The same file gzipped must give the same outcome.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, jsonl.as_bytes()).unwrap();
+    let gz_path = dir.path().join("big2.jsonl.gz");
+    std::fs::write(&gz_path, gz.finish().unwrap()).unwrap();
+
+    // A CSV whose quoted field holds a newline, repeated past several chunks.
+    let header = "\"EVENT_TYPE\",\"TIMESTAMP\",\"USER_ID\",\"LOGIN_TYPE\",\"LOGIN_SUB_TYPE\",\"LOGIN_STATUS\",\"SOURCE_IP\",\"BROWSER_TYPE\"\n";
+    let mut csv = String::from(header);
+    let mut rows = 0u64;
+    while csv.len() < 3 << 20 {
+        rows += 1;
+        csv.push_str(&format!(
+            "\"Login\",\"20240709{:02}0000.000\",\"0055j00000Rpt01\",\"i\",\"oauthclientcredential\",\"LOGIN_NO_ERROR\",\"192.0.2.10\",\"line one\nline two {}\"\n",
+            rows % 24,
+            "x".repeat(200)
+        ));
+    }
+    csv.push_str("\"Login\",\"not-a-time\",\"0055j00000Rpt01\",\"i\",\"\",\"LOGIN_NO_ERROR\",\"192.0.2.10\",\"b\"\n");
+    let csv_path = dir.path().join("big.csv");
+    std::fs::write(&csv_path, &csv).unwrap();
+
+    let rejects = dir.path().join("r.jsonl");
+    let out = ccwatch(&[
+        "replay",
+        "--rejects",
+        rejects.to_str().unwrap(),
+        big.to_str().unwrap(),
+        gz_path.to_str().unwrap(),
+        csv_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary = String::from_utf8(out.stderr).unwrap();
+    let recs: Vec<serde_json::Value> =
+        std::fs::read_to_string(&rejects).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut got: Vec<(String, u64, String)> = recs
+        .iter()
+        .map(|r| {
+            let f = r["file"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+            (f, r["line"].as_u64().unwrap(), r["reason"].as_str().unwrap().to_string())
+        })
+        .collect();
+    got.sort();
+    // Each CSV row spans two lines; the bad row starts after the header and all good rows.
+    let csv_bad_line = 2 + rows * 2;
+    assert_eq!(
+        got,
+        [
+            ("big.csv".to_string(), csv_bad_line, "bad_timestamp".to_string()),
+            ("big.jsonl".to_string(), 2500, "invalid_json".to_string()),
+            ("big2.jsonl.gz".to_string(), 2500, "invalid_json".to_string()),
+        ],
+        "{summary}"
+    );
+    let login_events = 2 * (n - 1);
+    assert!(summary.contains(&format!("elf_login={rows} ")), "{summary}");
+    assert!(summary.contains(&format!("login_event={login_events} ")), "{summary}");
+}
