@@ -253,6 +253,9 @@ fn rejects_are_counted_and_written_with_file_line_reason() {
         recs.iter().map(|r| (r["line"].as_u64().unwrap(), r["reason"].as_str().unwrap())).collect();
     assert_eq!(got, [(29, "invalid_json"), (30, "missing_field"), (31, "bad_timestamp"), (32, "invalid_json")]);
     assert!(recs.iter().all(|r| r["file"] == "samples/logins/login-events.jsonl"));
+    // The offending text comes along, so an analyst need not open the archive.
+    assert!(recs[2]["excerpt"].as_str().unwrap().contains("last Tuesday"));
+    assert!(recs[3]["excerpt"].as_str().unwrap().contains("binary garbage"));
 }
 
 #[test]

@@ -140,7 +140,7 @@ struct Tally {
 }
 
 impl Side for Tally {
-    fn reject(&mut self, file: &str, line: u64, r: Reject) {
+    fn reject(&mut self, file: &str, line: u64, r: Reject, excerpt: Option<&str>) {
         *self.summary.rejected.entry(r.reason.label()).or_default() += 1;
         tracing::debug!(file, line, reason = r.reason.label(), detail = %r.detail, "Rejected record.");
         if let Some(w) = &mut self.rejects {
@@ -150,6 +150,7 @@ impl Side for Tally {
                 "index": r.index,
                 "reason": r.reason.label(),
                 "detail": r.detail,
+                "excerpt": excerpt,
             });
             let res =
                 serde_json::to_writer(&mut *w, &rec).map_err(std::io::Error::from).and_then(|_| w.write_all(b"\n"));
@@ -231,6 +232,7 @@ pub fn replay(opts: &ReplayOptions, cfg: &Config, cancel: Arc<AtomicBool>) -> an
                     detail: "only User and PermissionSetAssignment records belong in an --inventory file".into(),
                     index: None,
                 },
+                None,
             );
         }
     }

@@ -86,7 +86,8 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, SourceError> {
 
 /// Receives everything a source learns besides events, in deterministic order.
 pub trait Side {
-    fn reject(&mut self, file: &str, line: u64, reject: Reject);
+    /// `excerpt`: the start of the offending text, when the record is one line.
+    fn reject(&mut self, file: &str, line: u64, reject: Reject, excerpt: Option<&str>);
     fn counted(&mut self, kind: RecordKind, grant: GrantClass, success: bool, n: u64);
     fn progress(&mut self, bytes: u64);
 }
@@ -105,7 +106,7 @@ struct ChunkOut {
     /// Newlines in the chunk, so the next chunk's line numbers follow on.
     lines: u64,
     events: Vec<(u32, NormalizedEvent)>,
-    rejects: Vec<(u32, Reject)>,
+    rejects: Vec<(u32, Reject, Option<String>)>,
     counts: Vec<(RecordKind, GrantClass, bool, u64)>,
 }
 
@@ -113,7 +114,7 @@ impl ChunkOut {
     fn push(&mut self, line: u32, d: Decoded) {
         match d {
             Decoded::Event(e) => self.events.push((line, e)),
-            Decoded::Rejected(r) => self.rejects.push((line, r)),
+            Decoded::Rejected(r) => self.rejects.push((line, r, None)),
             Decoded::Counted { kind, grant, success } => {
                 match self.counts.iter_mut().find(|c| c.0 == kind && c.1 == grant && c.2 == success) {
                     Some(c) => c.3 += 1,
@@ -142,10 +143,22 @@ fn decode_jsonl(bytes: &[u8]) -> ChunkOut {
         }
         decode::decode_json_unit(seg, &mut items);
         for d in items.drain(..) {
-            out.push(line, d);
+            match d {
+                Decoded::Rejected(r) if r.index.is_none() => out.rejects.push((line, r, Some(excerpt(seg)))),
+                d => out.push(line, d),
+            }
         }
     }
     out
+}
+
+/// The first 160 characters of a rejected line, lossily decoded, for analysts.
+fn excerpt(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(640)]);
+    match text.char_indices().nth(160) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.into_owned(),
+    }
 }
 
 fn decode_csv(header: &CsvHeader, bytes: &[u8]) -> ChunkOut {
@@ -345,7 +358,7 @@ impl FileStream {
     fn open(&mut self, side: &mut dyn Side) {
         self.opened = true;
         let reject = |side: &mut dyn Side, reason, detail: String| {
-            side.reject(&self.path, 0, Reject { reason, detail, index: None });
+            side.reject(&self.path, 0, Reject { reason, detail, index: None }, None);
         };
         let mut file = match File::open(&self.file) {
             Ok(f) => f,
@@ -431,12 +444,13 @@ impl FileStream {
                                 detail: "decoder thread failed".into(),
                                 index: None,
                             },
+                            None,
                         );
                         continue;
                     };
                     side.progress(bytes);
-                    for (line, r) in out.rejects {
-                        side.reject(&self.path, self.line_base + u64::from(line), r);
+                    for (line, r, excerpt) in out.rejects {
+                        side.reject(&self.path, self.line_base + u64::from(line), r, excerpt.as_deref());
                     }
                     for (kind, grant, success, n) in out.counts {
                         side.counted(kind, grant, success, n);
@@ -457,6 +471,7 @@ impl FileStream {
                             detail: format!("record longer than {} MiB", MAX_LINE_BYTES >> 20),
                             index: None,
                         },
+                        None,
                     );
                     self.line_base += 1;
                 }
@@ -469,6 +484,7 @@ impl FileStream {
                             detail: format!("read failed, rest of file skipped: {e}"),
                             index: None,
                         },
+                        None,
                     );
                 }
             }
