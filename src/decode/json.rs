@@ -558,13 +558,7 @@ impl<'a> Parser<'a> {
     /// quote in the bitmap; nothing is sliced or copied; nested values go
     /// through the general parser.
     fn plain_members(&mut self, out: &mut Vec<Member>, slots: &mut [u8; 256]) -> Result<(), JsonError> {
-        if self.peek() != Some(b'{') {
-            return Err(self.err("expected object"));
-        }
-        self.pos += 1;
-        self.skip_ws();
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
+        if self.open_container(b'{', b'}', "expected object")? {
             return Ok(());
         }
         let bytes = self.bytes;
@@ -623,6 +617,7 @@ impl<'a> Parser<'a> {
                 val_escaped: false,
                 next,
             });
+            // Compact `,` / `}` directly; anything else through the general rule.
             match bytes.get(self.pos) {
                 Some(b',') => self.pos += 1,
                 Some(b'}') => {
@@ -630,14 +625,8 @@ impl<'a> Parser<'a> {
                     return Ok(());
                 }
                 _ => {
-                    self.skip_ws();
-                    match self.peek() {
-                        Some(b',') => self.pos += 1,
-                        Some(b'}') => {
-                            self.pos += 1;
-                            return Ok(());
-                        }
-                        _ => return Err(self.err("expected ',' or '}'")),
+                    if self.after_item(b'}', "expected ',' or '}'")? {
+                        return Ok(());
                     }
                 }
             }
@@ -656,6 +645,39 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// At `open`: consumes it and following whitespace. True when the container
+    /// is empty (its `close` consumed too).
+    #[inline(always)]
+    fn open_container(&mut self, open: u8, close: u8, expected: &'static str) -> Result<bool, JsonError> {
+        if self.peek() != Some(open) {
+            return Err(self.err(expected));
+        }
+        self.pos += 1;
+        self.skip_ws();
+        if self.peek() == Some(close) {
+            self.pos += 1;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// After a member or item: consumes `,` (false: more follow) or `close` (true).
+    #[inline(always)]
+    fn after_item(&mut self, close: u8, expected: &'static str) -> Result<bool, JsonError> {
+        self.skip_ws();
+        match self.peek() {
+            Some(b',') => {
+                self.pos += 1;
+                Ok(false)
+            }
+            Some(b) if b == close => {
+                self.pos += 1;
+                Ok(true)
+            }
+            _ => Err(self.err(expected)),
+        }
+    }
+
     fn skip_object(&mut self, depth: usize) -> Result<(), JsonError> {
         self.object_inner(depth, &mut |_, _| ControlFlow::Continue(()))
     }
@@ -670,13 +692,7 @@ impl<'a> Parser<'a> {
         if depth > MAX_DEPTH {
             return Err(self.err("nesting too deep"));
         }
-        if self.peek() != Some(b'{') {
-            return Err(self.err("expected object"));
-        }
-        self.pos += 1;
-        self.skip_ws();
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
+        if self.open_container(b'{', b'}', "expected object")? {
             return Ok(());
         }
         loop {
@@ -692,17 +708,8 @@ impl<'a> Parser<'a> {
             self.pos += 1;
             self.skip_ws();
             let v = self.value(depth)?;
-            if out(key, v).is_break() {
+            if out(key, v).is_break() || self.after_item(b'}', "expected ',' or '}'")? {
                 return Ok(());
-            }
-            self.skip_ws();
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b'}') => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                _ => return Err(self.err("expected ',' or '}'")),
             }
         }
     }
@@ -711,13 +718,7 @@ impl<'a> Parser<'a> {
         if depth > MAX_DEPTH {
             return Err(self.err("nesting too deep"));
         }
-        if self.peek() != Some(b'[') {
-            return Err(self.err("expected array"));
-        }
-        self.pos += 1;
-        self.skip_ws();
-        if self.peek() == Some(b']') {
-            self.pos += 1;
+        if self.open_container(b'[', b']', "expected array")? {
             return Ok(());
         }
         loop {
@@ -726,14 +727,8 @@ impl<'a> Parser<'a> {
             if let Some(out) = out.as_deref_mut() {
                 out.push(v);
             }
-            self.skip_ws();
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b']') => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                _ => return Err(self.err("expected ',' or ']'")),
+            if self.after_item(b']', "expected ',' or ']'")? {
+                return Ok(());
             }
         }
     }
