@@ -314,6 +314,14 @@ pub enum Root<'a> {
     Other(Val<'a>),
 }
 
+/// `{"key":"value"` at the very start of a validated object, written compactly
+/// with a value free of escapes: the value, read without a parser.
+fn compact_first_member<'a>(obj: &'a str, key: &str) -> Option<&'a str> {
+    let rest = obj.strip_prefix("{\"")?.strip_prefix(key)?.strip_prefix("\":\"")?;
+    let end = rest.find(['"', '\\'])?;
+    (rest.as_bytes()[end] == b'"').then(|| &rest[..end])
+}
+
 fn is_blank(s: &str) -> bool {
     s.bytes().all(|b| b.is_ascii_whitespace())
 }
@@ -327,6 +335,11 @@ fn nested_text<'a>(obj: &'a str, path: &str) -> Option<Cow<'a, str>> {
     };
     // `obj` was validated with its parent, so the walk may stop at the first
     // match (`attributes.type` is the first member of every REST row).
+    if rest.is_none() {
+        if let Some(v) = compact_first_member(obj, head) {
+            return (!is_blank(v)).then_some(Cow::Borrowed(v));
+        }
+    }
     let mut p = Parser::new(obj);
     p.skip_ws();
     let mut found = None;
@@ -942,6 +955,21 @@ mod tests {
     fn unescapes_on_demand() {
         let o = Object::parse(r#"{"k\u0041":"a\"b\\c\n\u00e9\ud83d\ude00"}"#).unwrap();
         assert_eq!(o.text("kA").as_deref(), Some("a\"b\\c\né😀"));
+    }
+
+    #[test]
+    fn nested_lookup_fast_path_agrees_with_the_walk() {
+        for (obj, want) in [
+            (r#"{"type":"LoginEvent","url":"/x"}"#, Some("LoginEvent")),
+            (r#"{"type": "LoginEvent"}"#, Some("LoginEvent")),
+            (r#"{"types":"x","type":"y"}"#, Some("y")),
+            (r#"{"type":"a\"b"}"#, Some("a\"b")),
+            (r#"{"type":""}"#, None),
+            (r#"{"type":"  "}"#, None),
+            (r#"{"url":"/x"}"#, None),
+        ] {
+            assert_eq!(nested_text(obj, "type").as_deref(), want, "{obj}");
+        }
     }
 
     #[test]
