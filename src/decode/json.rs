@@ -38,6 +38,7 @@ pub struct JStr<'a> {
 
 impl<'a> JStr<'a> {
     /// The decoded string; borrows when the wire form had no escapes.
+    #[inline]
     pub fn value(&self) -> Cow<'a, str> {
         if self.escaped {
             Cow::Owned(unescape(self.raw))
@@ -73,6 +74,7 @@ pub enum Val<'a> {
 impl<'a> Val<'a> {
     /// The value as text: strings decoded, numbers and booleans as written.
     /// `null` and containers give `None`.
+    #[inline]
     pub fn text(&self) -> Option<Cow<'a, str>> {
         match self {
             Val::Str(s) => Some(s.value()),
@@ -247,7 +249,7 @@ impl<'a> Object<'a> {
     }
 
     /// The member with this key; with duplicate keys the last wins, as in serde_json.
-    #[inline]
+    #[inline(always)]
     pub fn get(&self, key: &str) -> Option<Val<'a>> {
         if self.scan_only {
             return self.members.iter().rev().find(|m| self.key(m).eq_str(key)).map(|m| self.value(m));
@@ -270,6 +272,7 @@ impl<'a> Object<'a> {
     }
 
     /// A member's text, with blank strings treated as absent.
+    #[inline]
     pub fn text(&self, key: &str) -> Option<Cow<'a, str>> {
         self.get(key).and_then(|v| v.text()).filter(|s| !is_blank(s))
     }
@@ -277,6 +280,7 @@ impl<'a> Object<'a> {
     /// Text at a dotted path through nested objects (`"PermissionSet.Name"`), or a
     /// flat member literally named with the dots, as `sf data query --result-format csv`
     /// and some forwarders flatten relationships.
+    #[inline]
     pub fn path_text(&self, path: &str) -> Option<Cow<'a, str>> {
         if let Some(v) = self.text(path) {
             return Some(v);
