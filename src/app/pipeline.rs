@@ -49,8 +49,4 @@ impl Pipeline {
     pub fn finish(&mut self, out: &mut Vec<Output>) {
         out.extend(self.aggregator.finish());
     }
-
-    pub fn open_alerts(&self) -> usize {
-        self.aggregator.open_count()
-    }
 }

@@ -266,11 +266,6 @@ impl<'a> Object<'a> {
         None
     }
 
-    /// First member with this key whose value is not `null`.
-    pub fn get_present(&self, key: &str) -> Option<Val<'a>> {
-        self.get(key).filter(|v| *v != Val::Null)
-    }
-
     /// A member's text, with blank strings treated as absent.
     #[inline]
     pub fn text(&self, key: &str) -> Option<Cow<'a, str>> {
@@ -948,7 +943,6 @@ mod tests {
         assert_eq!(o.text("a").as_deref(), Some("x"));
         assert_eq!(o.text("b").as_deref(), Some("1.5e3"));
         assert_eq!(o.get("c"), Some(Val::Null));
-        assert!(o.get_present("c").is_none());
         let d = o.get("d").unwrap().as_object().unwrap();
         assert_eq!(d.get("e").unwrap().as_array().unwrap().len(), 2);
         assert_eq!(o.text("f").as_deref(), Some("true"));

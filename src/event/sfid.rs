@@ -38,11 +38,6 @@ impl SfId {
         // Only ASCII alphanumerics are ever stored.
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
-
-    /// The 15-character form, as SetupAuditTrail `Display` strings print it.
-    pub fn short(&self) -> &str {
-        &self.as_str()[..15]
-    }
 }
 
 impl fmt::Display for SfId {
@@ -68,7 +63,7 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.as_str(), "0055j00000AT6I1AAL");
         assert_eq!(SfId::parse("0055j000000utlP").unwrap().as_str(), "0055j000000utlPAAQ");
-        assert_eq!(SfId::parse("00D5j00000DgAYG").unwrap().short(), "00D5j00000DgAYG");
+        assert_eq!(&SfId::parse("00D5j00000DgAYG").unwrap().as_str()[..15], "00D5j00000DgAYG");
     }
 
     #[test]
