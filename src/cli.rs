@@ -43,6 +43,54 @@ pub enum Command {
     },
     /// Write a synthetic archive for benchmarks (logins, audit trail, inventory).
     Generate(GenerateArgs),
+    /// Consume login and setup-audit records from Kafka and deliver alerts live.
+    Run {
+        /// TOML config file with [kafka], [[sinks]] and [metrics] sections.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Load archived files into a Kafka topic, one message per record.
+    Produce(ProduceArgs),
+    /// The live pipeline on the shipped samples, against an in-process mock Kafka cluster.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Destination topic.
+    #[arg(long, value_name = "TOPIC")]
+    pub topic: String,
+    /// Broker list (host:port,…), when no config file gives [kafka].
+    #[arg(long, value_name = "HOSTS", conflicts_with = "config", required_unless_present = "config")]
+    pub brokers: Option<String>,
+    /// Config file whose [kafka] client settings (bootstrap, TLS, SASL) are used.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Send records in file order instead of event-time order.
+    #[arg(long)]
+    pub keep_order: bool,
+    /// Input files or directories (plain or .gz; JSON lines, JSON documents, ELF CSV).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Detection settings (weights, ranges); its [kafka]/[[sinks]] are replaced by the demo's.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The sample archive to load.
+    #[arg(long, value_name = "DIR", default_value = "samples")]
+    pub samples: PathBuf,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+    pub listen: std::net::SocketAddr,
+    /// Stop once every record is processed instead of waiting for Ctrl-C.
+    #[arg(long)]
+    pub exit_when_caught_up: bool,
+    /// Alert encoding.
+    #[arg(long, value_enum, default_value = "native")]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]

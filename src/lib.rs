@@ -36,3 +36,4 @@ pub mod generate;
 pub mod score;
 pub mod sink;
 pub mod source;
+pub mod telemetry;

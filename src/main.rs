@@ -8,6 +8,7 @@ use clap::Parser;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 fn init_tracing(filter: &str, format: LogFormat) {
     let filter =
@@ -17,6 +18,36 @@ fn init_tracing(filter: &str, format: LogFormat) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+/// Cancels the token on SIGINT or SIGTERM.
+fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        tracing::info!("Shutdown requested: finishing in-flight records, flushing sinks, committing offsets.");
+        t.cancel();
+    });
+    token
+}
+
+fn load_or_default(path: &Option<std::path::PathBuf>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -33,11 +64,55 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("{stats}");
             Ok(())
         }
-        Command::Replay(args) => {
-            let cfg = match &args.config {
-                Some(p) => Config::load(p)?,
-                None => Config::default(),
+        Command::Run { config } => {
+            let cfg = Config::load(&config)?;
+            let metrics = std::sync::Arc::new(ccwatch::telemetry::Metrics::new());
+            let report = app::live::run(&cfg, shutdown_on_signals(), metrics).await?;
+            eprintln!(
+                "ccwatch run: stopped; {} messages consumed, {} rejected, {} alert lines delivered, offsets committed: {}",
+                report.messages, report.rejected, report.alert_lines, report.offsets_committed
+            );
+            Ok(())
+        }
+        Command::Produce(args) => {
+            let client = match (&args.config, &args.brokers) {
+                (Some(p), _) => {
+                    let cfg = Config::load(p)?;
+                    let k = cfg.live.kafka.ok_or_else(|| anyhow::anyhow!("{} has no [kafka] section", p.display()))?;
+                    ccwatch::source::kafka::client_config(&k)
+                }
+                (None, Some(b)) => {
+                    let mut c = rdkafka::ClientConfig::new();
+                    c.set("bootstrap.servers", b);
+                    c
+                }
+                (None, None) => anyhow::bail!("give --brokers or --config"),
             };
+            let producer: rdkafka::producer::FutureProducer = client
+                .clone()
+                .set("linger.ms", "20")
+                .set("batch.num.messages", "10000")
+                .set("queue.buffering.max.messages", "1000000")
+                .create()?;
+            let units =
+                tokio::task::spawn_blocking(move || app::produce::collect(&args.paths, args.keep_order)).await??;
+            let n = app::produce::send(&producer, &args.topic, &units).await?;
+            eprintln!("ccwatch produce: {n} records sent to {}", args.topic);
+            Ok(())
+        }
+        Command::Demo(args) => {
+            let cfg = load_or_default(&args.config)?;
+            let opts = app::demo::DemoOptions {
+                samples: args.samples,
+                listen: args.listen,
+                exit_when_caught_up: args.exit_when_caught_up,
+                format: args.format,
+            };
+            app::demo::demo(&cfg, opts, shutdown_on_signals()).await?;
+            Ok(())
+        }
+        Command::Replay(args) => {
+            let cfg = load_or_default(&args.config)?;
             let opts = ReplayOptions {
                 paths: args.paths,
                 inventory: args.inventory,

@@ -40,10 +40,10 @@ fn s1_login_event_rest_result() {
     let text = fixture("s1_login_event_rest.json");
     // As published the record has no LoginSubType: a Remote Access 2.0 login
     // that cannot be classified.
-    assert_eq!(
-        json(&text),
-        [Decoded::Counted { kind: RecordKind::LoginEvent, grant: GrantClass::Unclassified, success: true }]
-    );
+    assert!(matches!(
+        json(&text)[..],
+        [Decoded::Counted { kind: RecordKind::LoginEvent, grant: GrantClass::Unclassified, success: true, .. }]
+    ));
     let cc = text.replace(
         r#""LoginType": "Remote Access 2.0","#,
         r#""LoginType": "Remote Access 2.0", "LoginSubType": "OAuth Client Credentials","#,
@@ -64,10 +64,10 @@ fn s1_login_event_rest_result() {
 #[test]
 fn s2_failed_oauth_login_jsonl() {
     let text = fixture("s2_login_event_failed.jsonl");
-    assert_eq!(
-        json(text.trim()),
-        [Decoded::Counted { kind: RecordKind::LoginEvent, grant: GrantClass::Unclassified, success: false }]
-    );
+    assert!(matches!(
+        json(text.trim())[..],
+        [Decoded::Counted { kind: RecordKind::LoginEvent, grant: GrantClass::Unclassified, success: false, .. }]
+    ));
     let cc = text.replace(
         r#""LoginType": "Remote Access 2.0""#,
         r#""LoginType": "Remote Access 2.0", "LoginSubType": "OauthClientCredentials""#,
@@ -84,10 +84,10 @@ fn s3_stream_payload_flat_and_in_cometd_envelope() {
     let flat = fixture("s3_login_event_stream_payload.json");
     assert!(matches!(json(&flat)[0], Decoded::Counted { grant: GrantClass::Unclassified, success: true, .. }));
     let env = fixture("s3_cometd_envelope.jsonl");
-    assert_eq!(
-        json(env.trim()),
-        [Decoded::Counted { kind: RecordKind::LoginEventStream, grant: GrantClass::Unclassified, success: true }]
-    );
+    assert!(matches!(
+        json(env.trim())[..],
+        [Decoded::Counted { kind: RecordKind::LoginEventStream, grant: GrantClass::Unclassified, success: true, .. }]
+    ));
     let cc = env.replace(
         r#""LoginType": "Remote Access 2.0""#,
         r#""LoginType": "Remote Access 2.0", "LoginSubType": "OAuth Client Credentials""#,
@@ -119,10 +119,10 @@ fn cometd_samples_from_the_docs_and_elastic() {
 fn s4_elf_csv_2023_header() {
     let text = fixture("s4_elf_login_2023.csv");
     // Real row: LOGIN_TYPE i, blank LOGIN_SUB_TYPE → unclassified, not "not client credentials".
-    assert_eq!(
-        csv(&text),
-        [Decoded::Counted { kind: RecordKind::ElfLogin, grant: GrantClass::Unclassified, success: true }]
-    );
+    assert!(matches!(
+        csv(&text)[..],
+        [Decoded::Counted { kind: RecordKind::ElfLogin, grant: GrantClass::Unclassified, success: true, .. }]
+    ));
     let cc = text.replace(
         r#""ECDHE-RSA-AES256-GCM-SHA384","","","#,
         r#""ECDHE-RSA-AES256-GCM-SHA384","","oauthclientcredential","#,
@@ -173,7 +173,10 @@ fn s5_elf_csv_2021_header_without_login_type() {
     // Pre-2023 files have no LOGIN_TYPE column; the token endpoint URI marks an
     // OAuth grant of unknown flow.
     let out = csv(&fixture("s5_elf_login_2021.csv"));
-    assert_eq!(out, [Decoded::Counted { kind: RecordKind::ElfLogin, grant: GrantClass::Unclassified, success: true }]);
+    assert!(matches!(
+        out[..],
+        [Decoded::Counted { kind: RecordKind::ElfLogin, grant: GrantClass::Unclassified, success: true, .. }]
+    ));
 }
 
 #[test]

@@ -6,7 +6,10 @@
 //! async `main` sets on Ctrl-C, after which intake stops, open aggregates are
 //! closed and every output is flushed.
 
+pub mod demo;
+pub mod live;
 pub mod pipeline;
+pub mod produce;
 
 use crate::config::Config;
 use crate::correlate::CorrelateStats;

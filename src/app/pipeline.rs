@@ -45,6 +45,11 @@ impl Pipeline {
         let _ = self.correlator.observe(ev);
     }
 
+    /// Alert aggregates not yet closed.
+    pub fn open_alerts(&self) -> usize {
+        self.aggregator.open_count()
+    }
+
     /// End of input: closes every open aggregate.
     pub fn finish(&mut self, out: &mut Vec<Output>) {
         out.extend(self.aggregator.finish());

@@ -151,7 +151,7 @@ pub fn decode<'a, F: Fields<'a>>(f: &F, kind: RecordKind, fallback_id: Option<&s
     let uri = schema.uri.and_then(|u| f.text(u));
     let grant = classify(f.text(schema.login_type).as_deref(), f.text(schema.sub_type).as_deref(), uri.as_deref());
     if grant != GrantClass::ClientCredentials {
-        return Decoded::Counted { kind, grant, success };
+        return Decoded::Counted { kind, grant, success, time };
     }
     let event_id = first_text(f, schema.id).map(|s| s.into()).or_else(|| fallback_id.map(Into::into));
     Decoded::Event(NormalizedEvent::Login(Login {

@@ -74,6 +74,8 @@ pub enum Decoded {
         kind: RecordKind,
         grant: GrantClass,
         success: bool,
+        /// Its event time: live ordering advances on every record, not only grants.
+        time: crate::event::EventTime,
     },
     Rejected(Reject),
 }

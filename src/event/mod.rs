@@ -257,6 +257,18 @@ impl NormalizedEvent {
         }
     }
 
+    /// The record shape it was decoded from.
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            NormalizedEvent::Login(l) => l.kind,
+            NormalizedEvent::Audit(_) => RecordKind::SetupAuditTrail,
+            NormalizedEvent::Inventory(Inventory::User { .. }) => RecordKind::User,
+            NormalizedEvent::Inventory(Inventory::PermissionSetAssignment { .. }) => {
+                RecordKind::PermissionSetAssignment
+            }
+        }
+    }
+
     /// Order at equal times: inventory, then audit, then logins, so a change
     /// made in the same millisecond as a grant is already in effect.
     pub fn rank(&self) -> u8 {
@@ -352,7 +364,7 @@ pub enum Observation {
     Enablement(Box<EnablementObservation>),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Low,

@@ -8,7 +8,8 @@ use crate::event::{Alert, Severity};
 use crate::score::aggregate::EmitKind;
 use serde_json::{json, Value};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     Native,
     Ocsf,

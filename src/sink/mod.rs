@@ -1,10 +1,12 @@
 //! Sinks: where alert lines go. For replay that is stdout or `--output FILE`,
-//! written as JSON lines in the chosen format.
+//! written as JSON lines in the chosen format (`AlertWriter`, here); live mode
+//! uses `live` (Kafka topic, file, webhooks, dead letters).
 //!
 //! The writer is synchronous and buffered; the replay loop runs on a blocking
 //! thread, so there is nothing to gain from async I/O here.
 
 pub mod encode;
+pub mod live;
 
 use crate::score::aggregate::Emit;
 use encode::Format;

@@ -115,7 +115,7 @@ impl ChunkOut {
         match d {
             Decoded::Event(e) => self.events.push((line, e)),
             Decoded::Rejected(r) => self.rejects.push((line, r, None)),
-            Decoded::Counted { kind, grant, success } => {
+            Decoded::Counted { kind, grant, success, .. } => {
                 match self.counts.iter_mut().find(|c| c.0 == kind && c.1 == grant && c.2 == success) {
                     Some(c) => c.3 += 1,
                     None => self.counts.push((kind, grant, success, 1)),

@@ -6,6 +6,8 @@
 //! (inputs, output format, time window) are CLI flags. Later code takes
 //! `&Config` and never re-validates.
 
+pub mod live;
+
 use crate::decode::display::normalize_profile;
 use crate::event::time::{MS_PER_DAY, MS_PER_HOUR, MS_PER_MINUTE};
 use crate::event::{IpRange, SfId};
@@ -172,6 +174,17 @@ pub struct RawConfig {
     pub replay: ReplayConfig,
     #[serde(default)]
     pub ip_ranges: Vec<RawIpRanges>,
+    /// Inventory snapshots loaded at the start of `run` (the privilege baseline).
+    #[serde(default)]
+    pub inventory: Vec<std::path::PathBuf>,
+    /// Live mode: the Kafka connection and topics.
+    pub kafka: Option<live::RawKafka>,
+    /// Live mode: where alerts go.
+    #[serde(default)]
+    pub sinks: Vec<live::RawSink>,
+    /// Live mode: the metrics and health endpoint.
+    #[serde(default)]
+    pub metrics: live::RawMetrics,
 }
 
 /// Correlation settings in milliseconds, as the correlator uses them.
@@ -212,6 +225,7 @@ pub struct Config {
     pub correlation: CorrelateConfig,
     pub alerts: AlertConfig,
     pub replay: ReplayConfig,
+    pub live: live::LiveConfig,
 }
 
 impl Default for Config {
@@ -333,10 +347,12 @@ impl Config {
                 }
             }
         }
+        let live = live::validate(raw.kafka.as_ref(), &raw.sinks, &raw.metrics, &raw.inventory, &mut problems);
         if !problems.is_empty() {
             return Err(problems);
         }
         Ok(Config {
+            live,
             org_id,
             scoring: raw.scoring,
             correlation: CorrelateConfig {

@@ -1,0 +1,555 @@
+//! `ccwatch run`: the live shell. Kafka consumers → decode → event-time merge
+//! → the same `Pipeline` replay uses → sinks → offset store.
+//!
+//! One task owns everything; there is no shared mutable state but metrics.
+//! Each turn of the loop takes a batch of messages (up to `BATCH`, whatever is
+//! already buffered after the first), decodes them, releases what the merge
+//! allows, runs it through the pipeline, hands the resulting alerts and dead
+//! letters to every sink, and only then stores offsets for the messages whose
+//! records are all done. A failing sink stops the loop where it is: nothing
+//! further is consumed or stored until it accepts, so delivery is
+//! at-least-once and in order per partition.
+//!
+//! Shutdown (SIGINT/SIGTERM cancels the token): stop intake, process every
+//! record already received, deliver, store and commit offsets synchronously,
+//! flush sinks. Open aggregates are *not* closed: in live mode they close on
+//! event time, and a restart continues from the committed offsets.
+
+use crate::app::pipeline::{Output, Pipeline};
+use crate::config::live::KafkaConfig;
+use crate::config::Config;
+use crate::decode::{self, Decoded, Reject, RejectReason};
+use crate::event::{GrantClass, NormalizedEvent};
+use crate::score::aggregate::{Emit, EmitKind};
+use crate::sink::live::{DeadLetter, DeadLetters, Sink};
+use crate::source::kafka::{self, Assignment, LiveConsumer};
+use crate::source::merge::{Merge, Offsets, Stream};
+use crate::source::replay::{discover, Replay, Side};
+use crate::telemetry::server::Health;
+use crate::telemetry::Metrics;
+use anyhow::Context as _;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::FutureProducer;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Messages taken per turn of the loop.
+const BATCH: usize = 4096;
+/// How long a new instance waits for its group assignment before it stops
+/// holding audit records back for logins it may never get.
+const JOIN_GRACE: Duration = Duration::from_secs(30);
+/// How long shutdown keeps retrying a failing sink before giving up.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+struct Item {
+    ev: NormalizedEvent,
+    /// Login partition and offset, whose store waits for this record.
+    ticket: Option<(i32, i64)>,
+    received: Instant,
+}
+
+/// What `run` reports when it ends.
+#[derive(Debug, Default, Clone)]
+pub struct RunReport {
+    pub messages: u64,
+    pub rejected: u64,
+    pub alert_lines: u64,
+    pub offsets_committed: bool,
+}
+
+/// Started services, for callers (the demo) that want to print addresses.
+pub struct Started {
+    pub metrics_addr: std::net::SocketAddr,
+}
+
+struct Live {
+    cfg_kafka: KafkaConfig,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    pipeline: Pipeline,
+    merge: Merge<Item>,
+    offsets: Offsets,
+    sinks: Vec<Sink>,
+    dead_letters: Option<DeadLetters>,
+    /// Alerts of this turn, in emission order.
+    emits: Vec<Emit>,
+    letters: Vec<DeadLetter>,
+    /// Records released this turn, finished once the sinks accept.
+    done: Vec<(Option<(i32, i64)>, Instant)>,
+    decoded: Vec<Decoded>,
+    outputs: Vec<Output>,
+    report: RunReport,
+    audit_topic: String,
+}
+
+fn label_of(stream: Stream) -> &'static str {
+    match stream {
+        Stream::Audit => "audit",
+        Stream::Login => "logins",
+    }
+}
+
+impl Live {
+    fn topic(&self, stream: Stream) -> &str {
+        match stream {
+            Stream::Audit => &self.audit_topic,
+            Stream::Login => &self.cfg_kafka.login_topic,
+        }
+    }
+
+    /// One message (or a consumer error) from `stream`.
+    fn on_message(&mut self, stream: Stream, m: Result<BorrowedMessage<'_>, KafkaError>) {
+        let msg = match m {
+            Ok(msg) => msg,
+            Err(KafkaError::PartitionEOF(p)) => {
+                self.merge.set_eof((stream, p));
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(stream = label_of(stream), error = %e, "Consumer error.");
+                return;
+            }
+        };
+        let received = Instant::now();
+        self.report.messages += 1;
+        let (partition, offset) = (msg.partition(), msg.offset());
+        let lane = (stream, partition);
+        let value = msg.payload().unwrap_or_default();
+        self.decoded.clear();
+        if value.is_empty() {
+            self.decoded.push(Decoded::Rejected(Reject {
+                reason: RejectReason::MissingField,
+                detail: "message has no value".into(),
+                index: None,
+            }));
+        } else if value.len() > decode::MAX_UNIT_BYTES {
+            self.decoded.push(Decoded::Rejected(Reject {
+                reason: RejectReason::RecordTooLarge,
+                detail: format!("message of {} bytes", value.len()),
+                index: None,
+            }));
+        } else {
+            decode::decode_json_unit(value, &mut self.decoded);
+        }
+        let topic = self.topic(stream).to_string();
+        let mut events = 0u32;
+        let mut latest = None;
+        for d in std::mem::take(&mut self.decoded) {
+            match d {
+                Decoded::Event(ev) => {
+                    let kind = ev.kind().label();
+                    self.metrics.records_consumed.with_label_values(&[topic.as_str(), kind]).inc();
+                    if let NormalizedEvent::Login(l) = &ev {
+                        let outcome = if l.success { "success" } else { "failure" };
+                        self.metrics.grants.with_label_values(&[l.grant.label(), outcome]).inc();
+                    }
+                    events += 1;
+                    let ticket = (stream == Stream::Login).then_some((partition, offset));
+                    self.merge.push(lane, ev.time(), ev.rank(), Item { ev, ticket, received });
+                }
+                Decoded::Counted { kind, grant, success, time } => {
+                    self.metrics.records_consumed.with_label_values(&[topic.as_str(), kind.label()]).inc();
+                    let outcome = if success { "success" } else { "failure" };
+                    self.metrics.grants.with_label_values(&[grant.label(), outcome]).inc();
+                    latest = latest.max(Some(time));
+                }
+                Decoded::Rejected(r) => {
+                    self.report.rejected += 1;
+                    self.metrics.records_consumed.with_label_values(&[topic.as_str(), "rejected"]).inc();
+                    self.metrics.records_rejected.with_label_values(&[r.reason.label()]).inc();
+                    if self.dead_letters.is_some() {
+                        self.letters.push(DeadLetter {
+                            payload: value.to_vec(),
+                            key: msg.key().map(<[u8]>::to_vec),
+                            reason: r.reason.label(),
+                            detail: r.detail,
+                            index: r.index,
+                            topic: topic.clone(),
+                            partition,
+                            offset,
+                        });
+                    } else {
+                        tracing::warn!(
+                            %topic, partition, offset, reason = r.reason.label(), detail = %r.detail,
+                            "Set aside an undecodable record (no dead_letter_topic configured)."
+                        );
+                    }
+                }
+            }
+        }
+        self.decoded.clear();
+        if events == 0 || latest.is_some() {
+            self.merge.advance(lane, latest);
+        }
+        if stream == Stream::Login {
+            self.offsets.open(partition, offset, events);
+            if events == 0 {
+                self.done.push((None, received));
+            }
+        }
+    }
+
+    fn on_assignment(&mut self, a: Assignment) {
+        match a {
+            Assignment::Assigned(ps) => self.merge.assign(Stream::Login, &ps),
+            Assignment::Revoked(ps) => {
+                self.merge.revoke(Stream::Login, &ps);
+                self.offsets.forget(&ps);
+            }
+        }
+    }
+
+    /// Runs every releasable record through the pipeline. `all`: ignore the
+    /// merge's ordering guard (shutdown).
+    fn process(&mut self, all: bool) {
+        loop {
+            let r = if all { self.merge.pop_any() } else { self.merge.pop_ready() };
+            let Some(r) = r else { break };
+            if r.late {
+                self.metrics.out_of_order.inc();
+            }
+            if r.forced {
+                self.metrics.forced_releases.inc();
+            }
+            self.pipeline.process(&r.item.ev, &mut self.outputs);
+            self.done.push((r.item.ticket, r.item.received));
+            for (emit, write) in self.outputs.drain(..) {
+                let kind = match emit.kind {
+                    EmitKind::Raised => {
+                        self.metrics
+                            .alerts_raised
+                            .with_label_values(&[emit.alert.rule.id(), emit.alert.severity.label()])
+                            .inc();
+                        "raised"
+                    }
+                    EmitKind::ScoreRose => "score_rose",
+                    EmitKind::Closed => "closed",
+                };
+                if write {
+                    self.metrics.alert_updates.with_label_values(&[kind]).inc();
+                    self.emits.push(emit);
+                }
+            }
+        }
+    }
+
+    /// Hands this turn's alerts and dead letters to every sink, retrying
+    /// until all accept. Gives up only on shutdown (after `grace`, if given).
+    async fn deliver(&mut self, shutdown: &CancellationToken, grace: Option<Duration>) -> Result<(), String> {
+        if self.emits.is_empty() && self.letters.is_empty() {
+            return Ok(());
+        }
+        let deadline = grace.map(|g| Instant::now() + g);
+        for s in &mut self.sinks {
+            s.reset();
+        }
+        let mut letters_done = self.letters.is_empty();
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let mut failure = None;
+            for s in &mut self.sinks {
+                if s.done(&self.emits) {
+                    continue;
+                }
+                match s.deliver(&self.emits).await {
+                    Ok(n) => self.metrics.sink_deliveries.with_label_values(&[s.name.as_str()]).inc_by(n),
+                    Err(e) => {
+                        self.metrics.sink_failures.with_label_values(&[s.name.as_str()]).inc();
+                        tracing::error!(sink = %s.name, error = %e, "Sink did not accept alerts; offsets are held until it does.");
+                        failure = Some(e);
+                    }
+                }
+            }
+            if !letters_done {
+                if let Some(dl) = &self.dead_letters {
+                    match dl.send(&self.letters).await {
+                        Ok(()) => {
+                            letters_done = true;
+                            self.metrics
+                                .sink_deliveries
+                                .with_label_values(&["dead_letter"])
+                                .inc_by(self.letters.len() as u64);
+                            for l in &self.letters {
+                                self.metrics.dead_letters.with_label_values(&[l.reason]).inc();
+                            }
+                        }
+                        Err(e) => {
+                            self.metrics.sink_failures.with_label_values(&["dead_letter"]).inc();
+                            tracing::error!(topic = dl.topic(), error = %e, "Dead letters not accepted; offsets are held.");
+                            failure = Some(e);
+                        }
+                    }
+                }
+            }
+            let Some(err) = failure else { break };
+            self.health.ready.store(false, Ordering::Relaxed);
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(err);
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled(), if deadline.is_none() => return Err(err),
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        for e in &self.emits {
+            self.metrics.end_to_end_latency.observe(((now_ms - e.alert.last_time.0).max(0) as f64) / 1000.0);
+        }
+        self.report.alert_lines += self.emits.len() as u64;
+        self.emits.clear();
+        self.letters.clear();
+        Ok(())
+    }
+
+    /// Marks this turn's records finished and stores what offsets may be.
+    fn store_offsets(&mut self, consumer: &LiveConsumer) {
+        for (ticket, received) in self.done.drain(..) {
+            if let Some((p, o)) = ticket {
+                self.offsets.finish(p, o);
+            }
+            self.metrics.processing_latency.observe(received.elapsed().as_secs_f64());
+        }
+        for (p, next) in self.offsets.storable() {
+            // store_offset takes the offset of the last processed message.
+            match consumer.store_offset(&self.cfg_kafka.login_topic, p, next - 1) {
+                Ok(()) => self.metrics.offsets_stored.inc(),
+                Err(e) => {
+                    self.metrics.offset_store_failures.inc();
+                    tracing::debug!(partition = p, error = %e, "Offset not stored (partition no longer assigned?).");
+                }
+            }
+        }
+    }
+
+    fn update_gauges(&self) {
+        let m = &self.metrics;
+        let c = &self.pipeline.correlator;
+        m.pending_records.set(self.merge.len() as i64);
+        m.open_alerts.set(self.pipeline.open_alerts() as i64);
+        m.state_users.set(c.users_tracked() as i64);
+        m.state_pairs.set(c.pairs_tracked() as i64);
+        m.state_ips.set(c.ips_tracked() as i64);
+        m.state_evictions.with_label_values(&["pairs"]).set(c.stats.pair_evictions as i64);
+        m.state_evictions.with_label_values(&["ips"]).set(c.stats.ip_evictions as i64);
+        m.state_evictions.with_label_values(&["failure_users"]).set(c.stats.failure_evictions as i64);
+        let w = c.watermark();
+        if w != crate::event::EventTime::BEGINNING {
+            m.event_time_watermark.set(w.0 / 1000);
+        }
+    }
+}
+
+/// A no-op `Side` for loading inventory files: rejects are logged and counted.
+struct InventorySide<'a>(&'a Metrics);
+
+impl Side for InventorySide<'_> {
+    fn reject(&mut self, file: &str, line: u64, r: Reject, _excerpt: Option<&str>) {
+        self.0.records_rejected.with_label_values(&[r.reason.label()]).inc();
+        tracing::warn!(file, line, reason = r.reason.label(), detail = %r.detail, "Rejected inventory record.");
+    }
+    fn counted(&mut self, _k: crate::event::RecordKind, _g: GrantClass, _s: bool, _n: u64) {}
+    fn progress(&mut self, _bytes: u64) {}
+}
+
+async fn recv_opt(c: Option<&LiveConsumer>) -> Result<BorrowedMessage<'_>, KafkaError> {
+    match c {
+        Some(c) => c.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Hooks and switches for callers other than `ccwatch run` (the demo, tests).
+pub struct RunOptions {
+    /// Stop (as on SIGTERM) once every partition is read to its end and
+    /// everything received is delivered.
+    pub exit_when_caught_up: bool,
+    /// Called once the metrics endpoint listens.
+    pub on_start: Box<dyn FnOnce(Started) + Send>,
+    /// Called each time the run becomes caught up after having been behind.
+    pub on_caught_up: Box<dyn FnMut() + Send>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { exit_when_caught_up: false, on_start: Box::new(|_| {}), on_caught_up: Box::new(|| {}) }
+    }
+}
+
+/// Runs until `shutdown` is cancelled.
+pub async fn run(cfg: &Config, shutdown: CancellationToken, metrics: Arc<Metrics>) -> anyhow::Result<RunReport> {
+    run_with(cfg, shutdown, metrics, RunOptions::default()).await
+}
+
+pub async fn run_with(
+    cfg: &Config,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+    mut opts: RunOptions,
+) -> anyhow::Result<RunReport> {
+    let k = cfg.live.kafka.clone().context("`run` needs a [kafka] section in the config")?;
+    if cfg.live.sinks.is_empty() {
+        anyhow::bail!("`run` needs at least one [[sinks]] entry in the config");
+    }
+    let health = Arc::new(Health::default());
+    let (metrics_addr, server) =
+        crate::telemetry::server::serve(cfg.live.metrics_listen, metrics.clone(), health.clone(), shutdown.clone())
+            .await
+            .with_context(|| format!("cannot listen on {}", cfg.live.metrics_listen))?;
+    tracing::info!(%metrics_addr, "Serving /metrics, /healthz and /readyz.");
+
+    let needs_producer = k.dead_letter_topic.is_some()
+        || cfg.live.sinks.iter().any(|s| matches!(s.kind, crate::config::live::SinkKind::Kafka { .. }));
+    let producer: Option<FutureProducer> = if needs_producer {
+        Some(
+            kafka::client_config(&k)
+                .set("acks", "all")
+                .set("linger.ms", "5")
+                .set("message.timeout.ms", "30000")
+                .create_with_context::<_, FutureProducer>(rdkafka::client::DefaultClientContext)
+                .context("cannot create Kafka producer")?,
+        )
+    } else {
+        None
+    };
+    let sinks = cfg.live.sinks.iter().map(|s| Sink::new(s, producer.as_ref())).collect::<anyhow::Result<Vec<_>>>()?;
+    let dead_letters = match (&k.dead_letter_topic, &producer) {
+        (Some(t), Some(p)) => Some(DeadLetters::new(p.clone(), t.clone())),
+        _ => None,
+    };
+
+    let mut pipeline = Pipeline::new(cfg);
+    if !cfg.live.inventory.is_empty() {
+        let files = discover(&cfg.live.inventory)?;
+        let mut side = InventorySide(&metrics);
+        let mut inv = Replay::new(&files, cfg.replay.reorder_buffer, Arc::new(AtomicBool::new(false)));
+        let mut sink = Vec::new();
+        while let Some(s) = inv.next(&mut side) {
+            pipeline.process(&s.event, &mut sink);
+        }
+    }
+
+    let login = kafka::login_consumer(&k, metrics.clone()).context("cannot create the login consumer")?;
+    let audit = match &k.audit_topic {
+        Some(t) => Some(kafka::audit_consumer(&k, t, metrics.clone())?),
+        None => None,
+    };
+    let mut merge = Merge::new(k.max_pending);
+    merge.wait_for(Stream::Login);
+    if let Some((_, parts)) = &audit {
+        merge.assign(Stream::Audit, parts);
+    }
+    let audit_consumer = audit.as_ref().map(|(c, _)| c);
+    let mut live = Live {
+        audit_topic: k.audit_topic.clone().unwrap_or_default(),
+        cfg_kafka: k,
+        metrics: metrics.clone(),
+        health: health.clone(),
+        pipeline,
+        merge,
+        offsets: Offsets::default(),
+        sinks,
+        dead_letters,
+        emits: Vec::new(),
+        letters: Vec::new(),
+        done: Vec::new(),
+        decoded: Vec::new(),
+        outputs: Vec::new(),
+        report: RunReport::default(),
+    };
+    (opts.on_start)(Started { metrics_addr });
+    let started = Instant::now();
+    let mut waiting = true;
+    let mut was_caught_up = false;
+    let mut failed: Option<String> = None;
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            m = recv_opt(audit_consumer) => Some((Stream::Audit, m)),
+            m = login.recv() => Some((Stream::Login, m)),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => None,
+        };
+        if let Some((s, m)) = first {
+            live.on_message(s, m);
+            for _ in 1..BATCH {
+                let next = tokio::select! {
+                    biased;
+                    m = recv_opt(audit_consumer) => (Stream::Audit, m),
+                    m = login.recv() => (Stream::Login, m),
+                    _ = std::future::ready(()) => break,
+                };
+                live.on_message(next.0, next.1);
+            }
+        }
+        for a in kafka::take_assignments(&login) {
+            waiting = false;
+            live.on_assignment(a);
+        }
+        if waiting && started.elapsed() > JOIN_GRACE {
+            tracing::warn!("No login partitions assigned yet; processing audit records without waiting for them.");
+            live.merge.unwait(Stream::Login);
+            waiting = false;
+        }
+        live.process(false);
+        if let Err(e) = live.deliver(&shutdown, None).await {
+            failed = Some(e);
+            break;
+        }
+        live.store_offsets(&login);
+        let audit_ok = audit_consumer.is_none() || live.merge.caught_up(Stream::Audit);
+        metrics.audit_caught_up.set(i64::from(audit_ok));
+        health.ready.store(!waiting && audit_ok, Ordering::Relaxed);
+        live.update_gauges();
+        let caught_up = !waiting && audit_ok && live.merge.is_empty() && live.merge.caught_up(Stream::Login);
+        if caught_up && !was_caught_up {
+            tracing::info!(messages = live.report.messages, "Caught up with every partition.");
+            (opts.on_caught_up)();
+            if opts.exit_when_caught_up {
+                break;
+            }
+        }
+        was_caught_up = caught_up;
+    }
+
+    // Shutdown: finish what was received, deliver, commit, flush.
+    health.ready.store(false, Ordering::Relaxed);
+    if failed.is_none() {
+        live.process(true);
+        if let Err(e) = live.deliver(&shutdown, Some(SHUTDOWN_GRACE)).await {
+            failed = Some(e);
+        } else {
+            live.store_offsets(&login);
+        }
+    }
+    live.update_gauges();
+    match login.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => live.report.offsets_committed = true,
+        // Nothing stored yet (or no assignment) is not a failure.
+        Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => tracing::warn!(error = %e, "Final offset commit failed."),
+    }
+    for s in &mut live.sinks {
+        if let Err(e) = s.flush() {
+            tracing::error!(sink = %s.name, error = %e, "Sink flush failed.");
+            failed.get_or_insert(e);
+        }
+    }
+    if let Some(p) = &producer {
+        let _ = rdkafka::producer::Producer::flush(p, Duration::from_secs(10));
+    }
+    login.unsubscribe();
+    shutdown.cancel();
+    let _ = server.await;
+    match failed {
+        None => Ok(live.report),
+        Some(e) => anyhow::bail!(
+            "stopped with alerts not delivered ({e}); their offsets were not committed, so they are redelivered on restart"
+        ),
+    }
+}

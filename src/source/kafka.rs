@@ -1,0 +1,174 @@
+//! Kafka consumers for live mode, and the librdkafka context that routes its
+//! logs, statistics and rebalances into tracing, metrics and the run loop.
+//!
+//! Two consumers, by design:
+//! - **logins**: a consumer group (`kafka.group_id`) subscribed to the login
+//!   topic, so instances split the load. Auto-commit is on, but
+//!   `enable.auto.offset.store=false`: an offset is stored only after every
+//!   sink accepted the alerts of that message and of every earlier one.
+//! - **audit**: the setup-audit topic, assigned manually (every partition,
+//!   from the beginning) and never committed, so every instance knows every
+//!   user's privileges.
+//!
+//! Both report end-of-partition (`enable.partition.eof`), which the event-time
+//! merge uses to know a lane has nothing older to deliver.
+
+use crate::config::live::KafkaConfig;
+use crate::source::merge::Stream;
+use crate::telemetry::Metrics;
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::statistics::Statistics;
+use rdkafka::{Offset, TopicPartitionList};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A partition assignment change, handed from librdkafka's thread to the run loop.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Assignment {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
+
+/// The librdkafka context: logs → tracing, statistics → lag gauges,
+/// rebalances → a queue the run loop drains.
+pub struct Context {
+    metrics: Arc<Metrics>,
+    topic: String,
+    pub assignments: Mutex<Vec<Assignment>>,
+}
+
+impl Context {
+    pub fn new(metrics: Arc<Metrics>, topic: &str) -> Context {
+        Context { metrics, topic: topic.to_string(), assignments: Mutex::new(Vec::new()) }
+    }
+
+    fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
+        tpl.elements().iter().filter(|e| e.topic() == self.topic).map(|e| e.partition()).collect()
+    }
+}
+
+impl ClientContext for Context {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::error!(facility = fac, message = log_message, "librdkafka error.")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(facility = fac, message = log_message, "librdkafka warning."),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(facility = fac, message = log_message, "librdkafka notice.")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(facility = fac, message = log_message, "librdkafka debug."),
+        }
+    }
+
+    fn stats(&self, stats: Statistics) {
+        for (name, topic) in &stats.topics {
+            for (id, p) in &topic.partitions {
+                if *id >= 0 && p.consumer_lag >= 0 {
+                    self.metrics.consumer_lag.with_label_values(&[name.as_str(), &id.to_string()]).set(p.consumer_lag);
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        // End-of-partition is reported here too; the run loop already gets it from `recv`.
+        if matches!(error.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)) {
+            tracing::debug!(reason, "End of partition.");
+        } else {
+            tracing::error!(%error, reason, "Kafka client error.");
+        }
+    }
+}
+
+impl ConsumerContext for Context {
+    fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let change = match rebalance {
+            Rebalance::Assign(tpl) => Assignment::Assigned(self.partitions(tpl)),
+            Rebalance::Revoke(tpl) => Assignment::Revoked(self.partitions(tpl)),
+            Rebalance::Error(e) => {
+                tracing::error!(error = %e, "Rebalance failed.");
+                return;
+            }
+        };
+        tracing::info!(topic = %self.topic, ?change, "Partition assignment changed.");
+        if let Ok(mut q) = self.assignments.lock() {
+            q.push(change);
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "Offset commit failed; it will be retried with the next commit.");
+        }
+    }
+}
+
+pub type LiveConsumer = StreamConsumer<Context>;
+
+/// Client settings shared by every client (bootstrap, TLS, SASL, statistics).
+pub fn client_config(k: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    for (key, v) in &k.client {
+        c.set(key, v.expose());
+    }
+    c
+}
+
+/// The group consumer for login records.
+pub fn login_consumer(k: &KafkaConfig, metrics: Arc<Metrics>) -> KafkaResult<LiveConsumer> {
+    let consumer: LiveConsumer = client_config(k)
+        .set("group.id", &k.group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", &k.auto_offset_reset)
+        .create_with_context(Context::new(metrics, &k.login_topic))?;
+    consumer.subscribe(&[k.login_topic.as_str()])?;
+    Ok(consumer)
+}
+
+/// The audit consumer: every partition, from the beginning, never committed.
+pub fn audit_consumer(k: &KafkaConfig, topic: &str, metrics: Arc<Metrics>) -> anyhow::Result<(LiveConsumer, Vec<i32>)> {
+    let consumer: LiveConsumer = client_config(k)
+        .set("group.id", format!("{}-audit", k.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .create_with_context(Context::new(metrics, topic))?;
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| anyhow::anyhow!("cannot read metadata of audit topic {topic}: {e}"))?;
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        anyhow::bail!("audit topic {topic} does not exist or has no partitions");
+    }
+    let mut tpl = TopicPartitionList::new();
+    for &p in &partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    Ok((consumer, partitions))
+}
+
+/// Drains assignment changes queued by librdkafka's rebalance callback.
+pub fn take_assignments(c: &LiveConsumer) -> Vec<Assignment> {
+    c.context().assignments.lock().map(|mut q| std::mem::take(&mut *q)).unwrap_or_default()
+}
+
+pub fn stream_of(is_audit: bool) -> Stream {
+    if is_audit {
+        Stream::Audit
+    } else {
+        Stream::Login
+    }
+}
