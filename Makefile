@@ -5,23 +5,31 @@ SAMPLE_ARGS := --inventory samples/inventory/users.json \
                --inventory samples/inventory/permission-set-assignments.json \
                --config ccwatch.toml samples/audit samples/logins samples/elf
 
-.PHONY: demo build test lint check bench bench-data fmt clean
+.PHONY: demo replay-demo build test lint check bench bench-data fmt clean
 
-## The main job on the shipped sample archive: alerts on stdout, summary on stderr.
+## The main job: the live pipeline on the shipped samples, against an
+## in-process mock Kafka cluster; alerts on stdout, metrics on :9464. Ctrl-C stops it.
 demo: build
+	./target/release/ccwatch demo --config ccwatch.toml
+
+## The same samples through replay (archived files, no Kafka).
+replay-demo: build
 	./target/release/ccwatch replay $(SAMPLE_ARGS)
 
 build:
 	$(CARGO) build --release --locked
 
-## Every test: unit, decoder-on-real-samples, property, golden replay, CLI.
+## Every test: unit, decoder-on-real-samples, property, golden replay, CLI,
+## live mode on librdkafka's mock cluster and on a real broker (Tansu, started
+## by scripts/test-broker.sh, installed on first use).
 test:
-	$(CARGO) test --locked --all-targets
+	scripts/test-broker.sh $(CARGO) test --locked --all-targets --features kafka-integration-tests
 
 ## Formatting and lints, as CI enforces them.
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --all-targets --features kafka-integration-tests -- -D warnings
 
 check: lint test
 

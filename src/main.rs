@@ -79,7 +79,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 (Some(p), _) => {
                     let cfg = Config::load(p)?;
                     let k = cfg.live.kafka.ok_or_else(|| anyhow::anyhow!("{} has no [kafka] section", p.display()))?;
-                    ccwatch::source::kafka::client_config(&k)
+                    ccwatch::source::kafka::producer_config(&k)
                 }
                 (None, Some(b)) => {
                     let mut c = rdkafka::ClientConfig::new();

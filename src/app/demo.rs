@@ -48,6 +48,8 @@ fn demo_config(base: &Config, bootstrap: &str, opts: &DemoOptions) -> Config {
             ("bootstrap.servers".into(), ClientValue::Plain(bootstrap.into())),
             ("statistics.interval.ms".into(), ClientValue::Plain("1000".into())),
         ],
+        consumer: Vec::new(),
+        producer: Vec::new(),
         auto_offset_reset: "earliest".into(),
     });
     cfg.live.sinks = vec![

@@ -407,7 +407,7 @@ pub async fn run_with(
         || cfg.live.sinks.iter().any(|s| matches!(s.kind, crate::config::live::SinkKind::Kafka { .. }));
     let producer: Option<FutureProducer> = if needs_producer {
         Some(
-            kafka::client_config(&k)
+            kafka::producer_config(&k)
                 .set("acks", "all")
                 .set("linger.ms", "5")
                 .set("message.timeout.ms", "30000")
@@ -530,8 +530,10 @@ pub async fn run_with(
     live.update_gauges();
     match login.commit_consumer_state(CommitMode::Sync) {
         Ok(()) => live.report.offsets_committed = true,
-        // Nothing stored yet (or no assignment) is not a failure.
-        Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+        // Nothing stored since the last auto-commit: everything is already committed.
+        Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {
+            live.report.offsets_committed = true
+        }
         Err(e) => tracing::warn!(error = %e, "Final offset commit failed."),
     }
     for s in &mut live.sinks {

@@ -95,6 +95,12 @@ pub struct RawKafka {
     /// librdkafka properties whose values are secrets, read from env or files.
     #[serde(default)]
     pub secret_properties: BTreeMap<String, RawSecret>,
+    /// Properties for the consumers only (session.timeout.ms, fetch sizes…).
+    #[serde(default)]
+    pub consumer_properties: BTreeMap<String, String>,
+    /// Properties for the producer only (linger.ms, compression.type…).
+    #[serde(default)]
+    pub producer_properties: BTreeMap<String, String>,
 }
 
 fn default_group() -> String {
@@ -206,6 +212,8 @@ pub struct KafkaConfig {
     /// Every librdkafka property to set on clients (bootstrap, TLS, SASL,
     /// statistics), secrets included; shown only through `Debug` redaction.
     pub client: Vec<(String, ClientValue)>,
+    pub consumer: Vec<(String, String)>,
+    pub producer: Vec<(String, String)>,
     pub auto_offset_reset: String,
 }
 
@@ -321,6 +329,21 @@ pub fn validate(
                 client.push((key.clone(), ClientValue::Plain(v.clone())));
             }
         }
+        let mut role = |what: &str, map: &BTreeMap<String, String>| -> Vec<(String, String)> {
+            let mut out = Vec::new();
+            for (key, v) in map {
+                if looks_secret(key) {
+                    problems.push(format!(
+                        "kafka.{what}.{key:?} looks like a secret: set it in kafka.secret_properties from env or file"
+                    ));
+                } else {
+                    out.push((key.clone(), v.clone()));
+                }
+            }
+            out
+        };
+        let consumer = role("consumer_properties", &k.consumer_properties);
+        let producer = role("producer_properties", &k.producer_properties);
         for (key, s) in &k.secret_properties {
             if let Some(secret) = s.resolve(&format!("kafka.secret_properties.{key:?}"), problems) {
                 client.push((key.clone(), ClientValue::Secret(secret)));
@@ -353,6 +376,8 @@ pub fn validate(
             dead_letter_topic: k.dead_letter_topic.clone(),
             max_pending: k.max_pending,
             client,
+            consumer,
+            producer,
             auto_offset_reset: k.auto_offset_reset.clone(),
         }
     });

@@ -63,10 +63,7 @@ pub struct Sink {
 
 /// Sends every record, then waits for every acknowledgement. On queue-full it
 /// waits for what is in flight and tries again.
-async fn produce_all(
-    producer: &FutureProducer,
-    records: impl IntoIterator<Item = FutureRecord<'_, [u8], [u8]>>,
-) -> Result<(), String> {
+async fn produce_all(producer: &FutureProducer, records: Vec<FutureRecord<'_, [u8], [u8]>>) -> Result<(), String> {
     let mut inflight: Vec<DeliveryFuture> = Vec::new();
     for mut rec in records {
         loop {
@@ -187,14 +184,11 @@ impl Sink {
             Imp::Kafka { producer, topic } => {
                 let payloads: Vec<(Vec<u8>, &str)> =
                     todo.iter().map(|e| (encoded(e), e.alert.alert_id.as_str())).collect();
-                produce_all(
-                    producer,
-                    payloads
-                        .iter()
-                        .map(|(p, k)| FutureRecord::to(topic.as_str()).key(k.as_bytes()).payload(p.as_slice())),
-                )
-                .await
-                .map_err(|e| format!("topic {topic}: {e}"))?;
+                let mut records: Vec<FutureRecord<'_, [u8], [u8]>> = Vec::with_capacity(payloads.len());
+                for (p, k) in &payloads {
+                    records.push(FutureRecord::to(topic.as_str()).key(k.as_bytes()).payload(p.as_slice()));
+                }
+                produce_all(producer, records).await.map_err(|e| format!("topic {topic}: {e}"))?;
                 self.progress = batch.len();
             }
             Imp::File { out, path } => {
@@ -298,18 +292,15 @@ impl DeadLetters {
                 (h, l)
             })
             .collect();
-        produce_all(
-            &self.producer,
-            meta.into_iter().map(|(h, l)| {
-                let r = FutureRecord::to(self.topic.as_str()).payload(l.payload.as_slice()).headers(h);
-                match &l.key {
-                    Some(k) => r.key(k.as_slice()),
-                    None => r,
-                }
-            }),
-        )
-        .await
-        .map_err(|e| format!("dead-letter topic {}: {e}", self.topic))
+        let mut records: Vec<FutureRecord<'_, [u8], [u8]>> = Vec::with_capacity(meta.len());
+        for (h, l) in meta {
+            let r = FutureRecord::to(self.topic.as_str()).payload(l.payload.as_slice()).headers(h);
+            records.push(match &l.key {
+                Some(k) => r.key(k.as_slice()),
+                None => r,
+            });
+        }
+        produce_all(&self.producer, records).await.map_err(|e| format!("dead-letter topic {}: {e}", self.topic))
     }
 
     pub fn topic(&self) -> &str {

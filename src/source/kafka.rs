@@ -118,9 +118,27 @@ pub fn client_config(k: &KafkaConfig) -> ClientConfig {
     c
 }
 
+/// Client settings plus the consumer-only ones.
+pub fn consumer_config(k: &KafkaConfig) -> ClientConfig {
+    let mut c = client_config(k);
+    for (key, v) in &k.consumer {
+        c.set(key, v);
+    }
+    c
+}
+
+/// Client settings plus the producer-only ones.
+pub fn producer_config(k: &KafkaConfig) -> ClientConfig {
+    let mut c = client_config(k);
+    for (key, v) in &k.producer {
+        c.set(key, v);
+    }
+    c
+}
+
 /// The group consumer for login records.
 pub fn login_consumer(k: &KafkaConfig, metrics: Arc<Metrics>) -> KafkaResult<LiveConsumer> {
-    let consumer: LiveConsumer = client_config(k)
+    let consumer: LiveConsumer = consumer_config(k)
         .set("group.id", &k.group_id)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
@@ -134,7 +152,7 @@ pub fn login_consumer(k: &KafkaConfig, metrics: Arc<Metrics>) -> KafkaResult<Liv
 
 /// The audit consumer: every partition, from the beginning, never committed.
 pub fn audit_consumer(k: &KafkaConfig, topic: &str, metrics: Arc<Metrics>) -> anyhow::Result<(LiveConsumer, Vec<i32>)> {
-    let consumer: LiveConsumer = client_config(k)
+    let consumer: LiveConsumer = consumer_config(k)
         .set("group.id", format!("{}-audit", k.group_id))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs a command beside a real Kafka-protocol broker.
+#
+#   scripts/test-broker.sh COMMAND [ARGS...]
+#
+# Installs Tansu (a Kafka-compatible broker from crates.io) if it is missing
+# (one time, about 15 minutes on 2 cores), starts it on a free loopback port
+# with in-memory storage, exports CCWATCH_TEST_BROKER=127.0.0.1:PORT, runs the
+# command, and stops the broker whatever the command's outcome.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+TANSU_VERSION=0.6.0
+
+if ! command -v tansu >/dev/null 2>&1 || ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+    echo "test-broker: installing tansu $TANSU_VERSION (one time, ~15 min)" >&2
+    cargo install --locked tansu --version "$TANSU_VERSION" --features dynostore,libsql
+fi
+
+port="${CCWATCH_TEST_BROKER_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
+mkdir -p target
+log="target/test-broker.log"
+tansu broker --storage-engine memory://tansu/ \
+    --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" >"$log" 2>&1 &
+pid=$!
+trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true' EXIT
+
+for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        break
+    fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+        echo "test-broker: tansu exited; its log:" >&2
+        cat "$log" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+echo "test-broker: tansu listening on 127.0.0.1:$port (log: $log)" >&2
+export CCWATCH_TEST_BROKER="127.0.0.1:$port"
+"$@"

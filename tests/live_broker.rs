@@ -1,0 +1,222 @@
+//! `ccwatch produce` and `ccwatch run`, as a user runs them, against a real
+//! Kafka-protocol broker (Tansu, started by `scripts/test-broker.sh` under
+//! `make test`): alerts topic, dead-letter topic, committed offsets, the
+//! metrics endpoint, SIGTERM, and SIGKILL followed by a restart.
+//!
+//! Compiled only with the `kafka-integration-tests` feature, which `make test`
+//! turns on, so a plain `cargo test` never reports them as passed without a broker.
+
+#![cfg(feature = "kafka-integration-tests")]
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn ccwatch() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ccwatch"));
+    c.current_dir(root());
+    c
+}
+
+fn produce(bootstrap: &str, topic: &str, paths: &[&str]) {
+    let out = ccwatch().args(["produce", "--brokers", bootstrap, "--topic", topic]).args(paths).output().unwrap();
+    assert!(out.status.success(), "produce failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn write_config(dir: &Path, bootstrap: &str, t: &Topics, port: u16, extra: &str) -> std::path::PathBuf {
+    let base = std::fs::read_to_string(root().join("ccwatch.toml")).unwrap();
+    let text = format!(
+        r#"{base}
+[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "{group}"
+login_topic = "{logins}"
+audit_topic = "{audit}"
+dead_letter_topic = "{dead}"
+statistics_interval_ms = 500
+
+[kafka.consumer_properties]
+# A killed member is noticed after this, so the restart test needs no 45 s wait.
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "1000"
+
+[metrics]
+listen = "127.0.0.1:{port}"
+
+[[sinks]]
+type = "kafka"
+name = "alerts-topic"
+topic = "{alerts}"
+{extra}
+"#,
+        group = t.group,
+        logins = t.logins,
+        audit = t.audit,
+        dead = t.dead,
+        alerts = t.alerts,
+    );
+    let path = dir.join("ccwatch.toml");
+    std::fs::File::create(&path).unwrap().write_all(text.as_bytes()).unwrap();
+    let check = ccwatch().arg("check-config").arg(&path).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    path
+}
+
+fn start_run(config: &Path, stderr: &Path) -> Child {
+    ccwatch()
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(stderr).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success();
+    assert!(ok, "kill {sig} failed");
+}
+
+fn wait_exit(child: &mut Child, secs: u64) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(std::time::Instant::now() < deadline, "ccwatch did not exit within {secs}s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+async fn topics_for(bootstrap: &str, t: &Topics) {
+    create_topics(bootstrap, &[(&t.logins, 3), (&t.audit, 1), (&t.alerts, 1), (&t.dead, 1)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_over_a_real_broker_delivers_alerts_dead_letters_offsets_and_metrics() {
+    let bootstrap = broker();
+    let t = Topics::new();
+    topics_for(&bootstrap, &t).await;
+    produce(&bootstrap, &t.audit, &["samples/inventory", "samples/audit"]);
+    produce(&bootstrap, &t.logins, &["samples/logins", "samples/elf"]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = write_config(dir.path(), &bootstrap, &t, port, "");
+    let log = dir.path().join("run.log");
+    let mut child = start_run(&cfg, &log);
+    let expected = replay_lines();
+
+    eventually(90, "every alert on the alerts topic", || async {
+        read_topic(&bootstrap, &t.alerts).len() >= expected.len()
+    })
+    .await;
+    let got: Vec<String> =
+        read_topic(&bootstrap, &t.alerts).iter().map(|r| String::from_utf8(r.value.clone()).unwrap()).collect();
+    assert_eq!(got, expected, "live over the broker disagrees with replay");
+    let dead = read_topic(&bootstrap, &t.dead);
+    assert_eq!(dead.len(), 4);
+    assert!(dead
+        .iter()
+        .all(|d| d.headers["ccwatch.source.topic"] == t.logins && d.headers.contains_key("ccwatch.reason")));
+    eventually(30, "committed offsets at the end of every partition", || async {
+        committed(&bootstrap, &t.group, &t.logins) == high_watermarks(&bootstrap, &t.logins)
+    })
+    .await;
+    let url = format!("http://127.0.0.1:{port}");
+    assert_eq!(get(&format!("{url}/readyz")).await.0, 200);
+    let m = get(&format!("{url}/metrics")).await.1;
+    assert_eq!(metric(&m, "ccwatch_records_rejected_total{*}"), 4.0, "{m}");
+    assert_eq!(metric(&m, r#"ccwatch_sink_deliveries_total{sink="alerts-topic"}"#), expected.len() as f64);
+    assert_eq!(metric(&m, "ccwatch_alerts_raised_total{*}"), 11.0);
+
+    signal(&child, "-TERM");
+    let status = wait_exit(&mut child, 30);
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "SIGTERM must end in exit 0: {stderr}");
+    assert!(stderr.contains("offsets committed: true"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_and_restart_still_delivers_every_alert() {
+    let bootstrap = broker();
+    let t = Topics::new();
+    topics_for(&bootstrap, &t).await;
+    let data = tempfile::tempdir().unwrap();
+    let gen =
+        ccwatch().args(["generate", "--events", "30000", "--seed", "7", "--out"]).arg(data.path()).output().unwrap();
+    assert!(gen.status.success(), "{}", String::from_utf8_lossy(&gen.stderr));
+    let d = data.path().to_str().unwrap();
+    let logins = format!("{d}/logins.jsonl");
+    let others: Vec<String> = std::fs::read_dir(data.path())
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .filter(|p| *p != logins)
+        .collect();
+    let others: Vec<&str> = others.iter().map(String::as_str).collect();
+    produce(&bootstrap, &t.audit, &others);
+    produce(&bootstrap, &t.logins, &[&logins]);
+    // A slow webhook keeps the first run mid-stream when it is killed.
+    let hook = Hook::default();
+    let hook_url = hook.start().await;
+    let slow = format!(
+        "[[sinks]]\ntype = \"webhook\"\nname = \"slow\"\nurl = \"{hook_url}\"\ntimeout_ms = 2000\nbackoff_ms = 50\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &bootstrap, &t, free_port(), &slow);
+    // What replay says about the same archive, with the same settings.
+    let replay = ccwatch().args(["replay", "--no-progress", "--config"]).arg(&cfg).arg(data.path()).output().unwrap();
+    assert!(replay.status.success());
+    let want: std::collections::BTreeSet<String> = String::from_utf8(replay.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["alert_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(want.len() > 20, "the archive should raise many alerts, got {}", want.len());
+    hook.delay_ms.store(20, std::sync::atomic::Ordering::SeqCst);
+    let mut first = start_run(&cfg, &dir.path().join("first.log"));
+    eventually(90, "some alerts delivered and offsets committed", || async {
+        hook.accepted.lock().unwrap().len() >= 5 && committed(&bootstrap, &t.group, &t.logins).iter().any(|x| x.1 > 0)
+    })
+    .await;
+    signal(&first, "-KILL");
+    wait_exit(&mut first, 10);
+    let before = read_topic(&bootstrap, &t.alerts).len();
+    let committed_before: i64 = committed(&bootstrap, &t.group, &t.logins).iter().map(|x| x.1.max(0)).sum();
+    let total: i64 = high_watermarks(&bootstrap, &t.logins).iter().map(|x| x.1).sum();
+    assert!(committed_before < total, "the first run finished before the kill; nothing was mid-stream");
+
+    hook.delay_ms.store(0, std::sync::atomic::Ordering::SeqCst);
+    let port = free_port();
+    let cfg = write_config(dir.path(), &bootstrap, &t, port, &slow);
+    let mut second = start_run(&cfg, &dir.path().join("second.log"));
+    let ends = high_watermarks(&bootstrap, &t.logins);
+    eventually(150, "the restarted run to commit every offset", || async {
+        committed(&bootstrap, &t.group, &t.logins) == ends
+    })
+    .await;
+    let m = get(&format!("http://127.0.0.1:{port}/metrics")).await.1;
+    let consumed_logins: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("ccwatch_records_consumed_total{") && l.contains(&t.logins))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(consumed_logins < total as f64, "the restart resumed from committed offsets, not from the start");
+    signal(&second, "-TERM");
+    assert!(wait_exit(&mut second, 30).success());
+
+    let got: std::collections::BTreeSet<String> = read_topic(&bootstrap, &t.alerts)
+        .iter()
+        .map(|r| String::from_utf8(r.key.clone().unwrap().into_bytes()).unwrap())
+        .collect();
+    let missing: Vec<&String> = want.difference(&got).collect();
+    assert!(missing.is_empty(), "{} alerts lost across the crash: {missing:?}", missing.len());
+    assert!(read_topic(&bootstrap, &t.alerts).len() > before);
+}
