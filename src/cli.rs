@@ -69,6 +69,9 @@ pub struct ProduceArgs {
     /// Send records in file order instead of event-time order.
     #[arg(long)]
     pub keep_order: bool,
+    /// Create the topic with this many partitions if it does not exist.
+    #[arg(long, value_name = "N")]
+    pub partitions: Option<i32>,
     /// Input files or directories (plain or .gz; JSON lines, JSON documents, ELF CSV).
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,

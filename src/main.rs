@@ -88,6 +88,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 (None, None) => anyhow::bail!("give --brokers or --config"),
             };
+            app::produce::ensure_topic(&client, &args.topic, args.partitions).await?;
             let producer: rdkafka::producer::FutureProducer = client
                 .clone()
                 .set("linger.ms", "20")

@@ -217,6 +217,18 @@ async fn sigkill_mid_stream_and_restart_still_delivers_every_alert() {
         .map(|r| String::from_utf8(r.key.clone().unwrap().into_bytes()).unwrap())
         .collect();
     let missing: Vec<&String> = want.difference(&got).collect();
+    if !missing.is_empty() {
+        let replayed =
+            ccwatch().args(["replay", "--no-progress", "--config"]).arg(&cfg).arg(data.path()).output().unwrap();
+        for l in String::from_utf8_lossy(&replayed.stdout).lines() {
+            if missing.iter().any(|m| l.contains(m.as_str())) {
+                eprintln!("missing: {}", &l[..l.len().min(400)]);
+            }
+        }
+        for f in ["first.log", "second.log"] {
+            eprintln!("== {f}\n{}", std::fs::read_to_string(dir.path().join(f)).unwrap_or_default());
+        }
+    }
     assert!(missing.is_empty(), "{} alerts lost across the crash: {missing:?}", missing.len());
     assert!(read_topic(&bootstrap, &t.alerts).len() > before);
 }

@@ -149,6 +149,37 @@ pub fn collect(paths: &[PathBuf], keep_order: bool) -> anyhow::Result<Vec<Unit>>
     Ok(all)
 }
 
+/// Fails with a clear message when `topic` does not exist, unless
+/// `partitions` is given, in which case it is created.
+pub async fn ensure_topic(client: &rdkafka::ClientConfig, topic: &str, partitions: Option<i32>) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        client.create().context("cannot create Kafka admin client")?;
+    let md = admin
+        .inner()
+        .fetch_metadata(Some(topic), std::time::Duration::from_secs(10))
+        .with_context(|| format!("cannot read metadata for {topic}"))?;
+    let exists = md.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+    match (exists, partitions) {
+        (true, _) => Ok(()),
+        (false, None) => anyhow::bail!("topic {topic} does not exist (give --partitions N to create it)"),
+        (false, Some(n)) => {
+            let res = admin
+                .create_topics(&[NewTopic::new(topic, n, TopicReplication::Fixed(1))], &AdminOptions::new())
+                .await
+                .with_context(|| format!("cannot create topic {topic}"))?;
+            for r in res {
+                if let Err((name, e)) = r {
+                    if e != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                        anyhow::bail!("cannot create topic {name}: {e}");
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Sends `units` to `topic` and waits for every acknowledgement.
 pub async fn send(producer: &FutureProducer, topic: &str, units: &[Unit]) -> anyhow::Result<u64> {
     let mut inflight: std::collections::VecDeque<DeliveryFuture> = std::collections::VecDeque::new();

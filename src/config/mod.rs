@@ -19,8 +19,8 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    #[error("cannot read config {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     /// The TOML is malformed or has unknown keys or wrong types.
     #[error("invalid config {path}: {message}")]
     Parse { path: String, message: String },
@@ -237,7 +237,7 @@ impl Default for Config {
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: p.clone(), error })?;
         Config::parse(&text, &p)
     }
 

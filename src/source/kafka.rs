@@ -118,9 +118,15 @@ pub fn client_config(k: &KafkaConfig) -> ClientConfig {
     c
 }
 
-/// Client settings plus the consumer-only ones.
+/// Client settings plus the consumer-only ones. `fetch.wait.max.ms` defaults
+/// to 10 ms (librdkafka: 500): some Kafka-protocol brokers (Tansu among them)
+/// hold every fetch for the full wait even when data is ready, which caps
+/// throughput at a few fetches a second and adds the wait to every alert's
+/// latency. Apache Kafka answers at once either way; the cost is a few more
+/// empty fetches a second on an idle topic. `consumer_properties` override it.
 pub fn consumer_config(k: &KafkaConfig) -> ClientConfig {
     let mut c = client_config(k);
+    c.set("fetch.wait.max.ms", "10");
     for (key, v) in &k.consumer {
         c.set(key, v);
     }

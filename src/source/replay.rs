@@ -33,8 +33,8 @@ use std::sync::Arc;
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// Missing, unreadable, or a directory that cannot be listed.
-    #[error("cannot read {path}: {source}")]
-    Unreadable { path: String, source: io::Error },
+    #[error("cannot read {path}: {error}")]
+    Unreadable { path: String, error: io::Error },
     /// Every path was an empty directory.
     #[error("no input files found under {paths}")]
     NoFiles { paths: String },
@@ -48,7 +48,7 @@ const MAX_LINE_BYTES: usize = 16 << 20;
 /// early with a clear error.
 pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, SourceError> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SourceError> {
-        let unreadable = |source| SourceError::Unreadable { path: dir.display().to_string(), source };
+        let unreadable = |error| SourceError::Unreadable { path: dir.display().to_string(), error };
         let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(unreadable)?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -67,7 +67,7 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, SourceError> {
     let mut files = Vec::new();
     for p in paths {
         let meta =
-            std::fs::metadata(p).map_err(|source| SourceError::Unreadable { path: p.display().to_string(), source })?;
+            std::fs::metadata(p).map_err(|error| SourceError::Unreadable { path: p.display().to_string(), error })?;
         if meta.is_dir() {
             walk(p, &mut files)?;
         } else {
@@ -75,7 +75,7 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, SourceError> {
         }
     }
     for f in &files {
-        File::open(f).map_err(|source| SourceError::Unreadable { path: f.display().to_string(), source })?;
+        File::open(f).map_err(|error| SourceError::Unreadable { path: f.display().to_string(), error })?;
     }
     if files.is_empty() {
         let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();

@@ -124,9 +124,17 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<Record> {
     let mut eof = std::collections::HashSet::new();
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while eof.len() < parts.len() && Instant::now() < deadline {
-        match c.poll(Duration::from_millis(200)) {
+    // Tansu may report end-of-partition before the real end (its high
+    // watermark lags), so "done" is: every partition said EOF and nothing
+    // more arrived for a while.
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline {
+        if eof.len() == parts.len() && quiet_since.elapsed() > Duration::from_millis(1500) {
+            break;
+        }
+        match c.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
+                quiet_since = Instant::now();
                 let mut headers = HashMap::new();
                 if let Some(h) = m.headers() {
                     for x in h.iter() {

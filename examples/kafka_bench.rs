@@ -1,0 +1,336 @@
+//! `make bench-kafka`: ccwatch's live mode against a real broker on this
+//! machine (Tansu, started by scripts/test-broker.sh).
+//!
+//! 1. **Sustained throughput.** A topic is preloaded with N generated login
+//!    records (`ccwatch generate`, ~1 KB each, 2 % client-credentials grants),
+//!    then `ccwatch run` consumes it with a Kafka alerts sink. The rate is
+//!    records consumed (from ccwatch's own /metrics, scraped every 100 ms)
+//!    between the first and the last login record, so group join is excluded.
+//! 2. **Latency at a fixed rate.** With ccwatch already running, records are
+//!    produced at 10,000/s for 30 s with event time = now; every 100th is a
+//!    client-credentials grant from a never-seen IP, so it raises a new alert.
+//!    Latency = alert read from the alerts topic − grant handed to the
+//!    producer, per alert; percentiles over all of them.
+//!
+//! Environment: CCWATCH_TEST_BROKER (set by the script), BENCH_KAFKA_RECORDS
+//! (default 1,000,000), BENCH_KAFKA_SECONDS (default 30), BENCH_KAFKA_RATE
+//! (default 10000).
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn ccwatch() -> Command {
+    Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/ccwatch"))
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().expect("spawn");
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn config(dir: &Path, bootstrap: &str, prefix: &str, port: u16) -> PathBuf {
+    let path = dir.join(format!("{prefix}.toml"));
+    let text = format!(
+        r#"[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "{prefix}-group"
+login_topic = "{prefix}.logins"
+audit_topic = "{prefix}.audit"
+statistics_interval_ms = 1000
+[kafka.consumer_properties]
+"fetch.max.bytes" = "52428800"
+"queued.max.messages.kbytes" = "262144"
+[metrics]
+listen = "127.0.0.1:{port}"
+[[sinks]]
+type = "kafka"
+name = "alerts-topic"
+topic = "{prefix}.alerts"
+"#
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn scrape(port: u16, series: &str) -> f64 {
+    let Ok(body) = reqwest::blocking_get(port) else { return f64::NAN };
+    body.lines().filter(|l| l.starts_with(series)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}
+
+mod reqwest {
+    /// A minimal blocking GET of /metrics (no extra client dependency for the bench).
+    pub fn blocking_get(port: u16) -> std::io::Result<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    }
+}
+
+fn scrape_ready(port: u16) -> u16 {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return 0 };
+    let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// The upper bound of the bucket holding quantile `q` of a Prometheus histogram.
+fn histogram_quantile(port: u16, name: &str, q: f64) -> f64 {
+    let body = reqwest::blocking_get(port).unwrap_or_default();
+    let prefix = format!("{name}_bucket{{le=\"");
+    let buckets: Vec<(f64, f64)> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|l| {
+            let (le, rest) = l.split_once('"')?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, rest.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last().map(|b| b.1).unwrap_or(0.0);
+    buckets.iter().find(|(_, c)| *c >= q * total).map(|b| b.0).unwrap_or(f64::NAN)
+}
+
+fn create_topics(bootstrap: &str, topics: &[(String, i32)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    let new: Vec<NewTopic> = topics.iter().map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1))).collect();
+    for r in rt.block_on(admin.create_topics(&new, &AdminOptions::new())).unwrap() {
+        r.expect("topic created");
+    }
+}
+
+fn vm_hwm_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.to_string()))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let bootstrap = std::env::var("CCWATCH_TEST_BROKER").expect("run through scripts/test-broker.sh");
+    let n = env_num("BENCH_KAFKA_RECORDS", 1_000_000);
+    let seconds = env_num("BENCH_KAFKA_SECONDS", 30);
+    let rate = env_num("BENCH_KAFKA_RATE", 10_000);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = root.join(format!("bench-data/kafka-{n}"));
+    if !data.join("logins.jsonl").exists() {
+        run_ok(ccwatch().args(["generate", "--events", &n.to_string(), "--out"]).arg(&data));
+    }
+    let work = tempfile::tempdir().unwrap();
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+
+    // ---- 1. Sustained throughput over a preloaded topic.
+    let prefix = format!("bench-{stamp}");
+    let t0 = Instant::now();
+    run_ok(
+        ccwatch()
+            .args(["produce", "--brokers", &bootstrap, "--keep-order", "--partitions", "2", "--topic"])
+            .arg(format!("{prefix}.logins"))
+            .arg(data.join("logins.jsonl")),
+    );
+    let produce_secs = t0.elapsed().as_secs_f64();
+    run_ok(
+        ccwatch()
+            .args(["produce", "--brokers", &bootstrap, "--partitions", "1", "--topic"])
+            .arg(format!("{prefix}.audit"))
+            .args([data.join("users.json"), data.join("psa.json"), data.join("audit.jsonl")]),
+    );
+    create_topics(&bootstrap, &[(format!("{prefix}.alerts"), 1)]);
+    let port = free_port();
+    let cfg = config(work.path(), &bootstrap, &prefix, port);
+    let child =
+        ccwatch().args(["run", "--config"]).arg(&cfg).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap();
+    let pid = child.id();
+    let login_series = format!("ccwatch_records_consumed_total{{kind=\"login_event\",topic=\"{prefix}.logins\"}}");
+    let mut first: Option<(Instant, f64)> = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut last = (Instant::now(), 0.0);
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let v = scrape(port, &login_series);
+        if v.is_finite() && v > 0.0 && first.is_none() {
+            first = Some((Instant::now(), v));
+        }
+        if v.is_finite() {
+            last = (Instant::now(), v);
+        }
+        if v >= n as f64 || Instant::now() > deadline {
+            break;
+        }
+    }
+    let hwm = vm_hwm_kb(pid);
+    let alerts = scrape(port, "ccwatch_sink_deliveries_total{sink=\"alerts-topic\"}");
+    stop(child);
+    let (t_first, v_first) = first.expect("ccwatch consumed nothing");
+    let secs = last.0.duration_since(t_first).as_secs_f64();
+    let throughput = (last.1 - v_first) / secs;
+
+    // ---- 2. Latency at a fixed rate.
+    let prefix = format!("bench-lat-{stamp}");
+    create_topics(&bootstrap, &[(format!("{prefix}.logins"), 2), (format!("{prefix}.alerts"), 1)]);
+    run_ok(
+        ccwatch()
+            .args(["produce", "--brokers", &bootstrap, "--partitions", "1", "--topic"])
+            .arg(format!("{prefix}.audit"))
+            .arg(data.join("users.json")),
+    );
+    let port = free_port();
+    let cfg = config(work.path(), &bootstrap, &prefix, port);
+    let child =
+        ccwatch().args(["run", "--config"]).arg(&cfg).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap();
+    let ready_deadline = Instant::now() + Duration::from_secs(60);
+    // Ready = login partitions assigned and the audit topic read to its end.
+    while scrape_ready(port) != 200 {
+        assert!(Instant::now() < ready_deadline, "ccwatch never became ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+    let done = Arc::new(AtomicBool::new(false));
+    let latencies: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let (sent, done, latencies, bootstrap, topic) =
+            (sent.clone(), done.clone(), latencies.clone(), bootstrap.clone(), format!("{prefix}.alerts"));
+        std::thread::spawn(move || {
+            let c: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", format!("{topic}-reader"))
+                .set("fetch.wait.max.ms", "5")
+                .create()
+                .unwrap();
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&topic, 0, Offset::Beginning).unwrap();
+            c.assign(&tpl).unwrap();
+            while !done.load(Ordering::Relaxed) {
+                if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+                    let now = Instant::now();
+                    let v: serde_json::Value =
+                        serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or_default();
+                    if let Some(ip) = v["source_ip"].as_str() {
+                        if let Some(t) = sent.lock().unwrap().get(ip) {
+                            latencies.lock().unwrap().push(now.duration_since(*t).as_secs_f64() * 1000.0);
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("linger.ms", "1")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .unwrap();
+    let template = std::fs::read_to_string(data.join("logins.jsonl")).unwrap();
+    let ui_line = template.lines().find(|l| l.contains("\"UI Username-Password\"")).unwrap().to_string();
+    let topic = format!("{prefix}.logins");
+    let start = Instant::now();
+    let mut i: u64 = 0;
+    let total = rate * seconds;
+    let mut grants = 0u64;
+    while i < total {
+        let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        let ts = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string();
+        let (value, ip) = if i.is_multiple_of(100) {
+            grants += 1;
+            let ip = format!("10.{}.{}.{}", (grants >> 16) & 255, (grants >> 8) & 255, grants & 255);
+            let v = format!(
+                r#"{{"attributes":{{"type":"LoginEvent"}},"EventDate":"{ts}","EventIdentifier":"bench-{i}","Application":"Bench App","LoginType":"Remote Access 2.0","LoginSubType":"OAuth Client Credentials","SourceIp":"{ip}","Status":"Success","UserId":"005Ix0000000018IAA","Username":"integration18@acme.example"}}"#
+            );
+            (v, Some(ip))
+        } else {
+            let v = ui_line.replacen("2024-07-01T00:00:17.400+0000", &ts, 1);
+            (v, None)
+        };
+        let key = format!("u{}", i % 64);
+        if let Some(ip) = &ip {
+            sent.lock().unwrap().insert(ip.clone(), Instant::now());
+        }
+        loop {
+            match producer.send(BaseRecord::to(&topic).key(&key).payload(&value)) {
+                Ok(()) => break,
+                Err(_) => {
+                    producer.poll(Duration::from_millis(1));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+        i += 1;
+    }
+    let achieved = total as f64 / start.elapsed().as_secs_f64();
+    let _ = producer.flush(Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(5));
+    done.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    let processing_p99 = histogram_quantile(port, "ccwatch_processing_latency_seconds", 0.99) * 1000.0;
+    stop(child);
+    let mut lat = latencies.lock().unwrap().clone();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "\n## bench-kafka results");
+    let _ = writeln!(out, "broker: Tansu 0.6.0 (memory storage) on this machine, {bootstrap}");
+    let _ = writeln!(out, "throughput: {n} preloaded login records (2 partitions), produce took {produce_secs:.1} s");
+    let _ = writeln!(
+        out,
+        "  ccwatch consumed {:.0} records in {secs:.2} s = {throughput:.0} records/s; {alerts} alert lines to the alerts topic; peak RSS {} MB",
+        last.1 - v_first,
+        hwm / 1024
+    );
+    let _ = writeln!(
+        out,
+        "latency: {total} records at {achieved:.0}/s for {seconds} s; {} of {grants} alerts read back",
+        lat.len()
+    );
+    let _ = writeln!(
+        out,
+        "  end-to-end (grant produced -> alert read from the alerts topic): p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.95),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or(f64::NAN)
+    );
+    let _ = writeln!(out, "  ccwatch's own processing latency (message received -> offset stored), p99 bucket bound: {processing_p99:.1} ms");
+}
