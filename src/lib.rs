@@ -14,17 +14,28 @@
 //!
 //! ```text
 //! source ──bytes──▶ decode ──NormalizedEvent──▶ correlate ──Observation──▶ score ──Alert──▶ aggregate ──▶ sink
-//! (replay files)   (pure)                       (pure, event time)         (pure)           (pure)        (I/O)
+//! (replay files,   (pure)   (live: event-time   (pure, event time)         (pure)           (pure)        (I/O)
+//!  Kafka)                    merge first)
+//!    ▲                                                                                                     │
+//!    └──────────────── live only: offsets stored after every sink accepted ───────────────────────────────┘
 //! ```
 //!
 //! - `event`: the domain contract (`NormalizedEvent`, `Observation`, `Alert`).
 //! - `decode`: every Salesforce shape → `NormalizedEvent`; rejects with reasons.
 //! - `correlate`: privileges, IP ranges, IP history, flow set-up, failures.
 //! - `score`: factors, weights, severity; `score::aggregate` folds repeats.
-//! - `sink`: alert encodings (native, OCSF, ECS) and writers.
-//! - `source`: replay of archived files in event-time order.
-//! - `app`: wiring, summary, rejects; `app::pipeline` is the pure core composed.
-//! - `config`, `cli`, `generate` (benchmark archive generator).
+//! - `sink`: alert encodings (native, OCSF, ECS) and writers; `sink::live` has
+//!   the Kafka topic, file, webhook and dead-letter sinks.
+//! - `source`: replay of archived files in event-time order; `source::kafka`
+//!   builds the live consumers; `source::merge` orders live records by event
+//!   time and decides which offsets may be stored.
+//! - `telemetry`: Prometheus metrics on an owned registry, `/metrics`,
+//!   `/healthz`, `/readyz`.
+//! - `app`: wiring, summary, rejects; `app::pipeline` is the pure core composed
+//!   (shared by replay and live); `app::live` is `ccwatch run`; `app::produce`
+//!   and `app::demo` load archives into Kafka and run the embedded demo.
+//! - `config` (`config::live`: Kafka, sinks, metrics, secrets), `cli`,
+//!   `generate` (benchmark archive generator).
 
 pub mod app;
 pub mod cli;

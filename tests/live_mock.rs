@@ -241,3 +241,31 @@ async fn a_failing_webhook_holds_offsets_until_it_recovers() {
     run.token.cancel();
     run.task.await.unwrap().unwrap();
 }
+
+/// The README's main command, as a user runs it: the demo's alerts are
+/// replay's alerts, and it exits cleanly once caught up.
+#[test]
+fn demo_command_prints_replays_alerts() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ccwatch"))
+        .current_dir(root())
+        .args(["demo", "--config", "ccwatch.toml", "--listen", "127.0.0.1:0", "--exit-when-caught-up"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect();
+    assert_eq!(lines, replay_lines());
+    assert!(stderr.contains("4 set aside to ccwatch.dead-letter"), "{stderr}");
+}
+
+#[test]
+fn run_without_kafka_settings_is_a_one_line_error() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ccwatch"))
+        .current_dir(root())
+        .args(["run", "--config", "ccwatch.toml"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("[kafka]") && err.trim_end().lines().count() == 1, "{err}");
+}

@@ -223,7 +223,11 @@ impl Sink {
         match &mut self.imp {
             Imp::Kafka { producer, topic } => rdkafka::producer::Producer::flush(producer, Duration::from_secs(10))
                 .map_err(|e| format!("topic {topic}: flush failed: {e}")),
-            Imp::File { out, path } => out.sync_data().map_err(|e| format!("cannot sync {path}: {e}")),
+            // Pipes and terminals (the demo's /dev/stdout) cannot be synced.
+            Imp::File { out, path } => match out.metadata() {
+                Ok(m) if m.is_file() => out.sync_data().map_err(|e| format!("cannot sync {path}: {e}")),
+                _ => Ok(()),
+            },
             Imp::Webhook { .. } => Ok(()),
         }
     }
