@@ -269,3 +269,37 @@ fn run_without_kafka_settings_is_a_one_line_error() {
     assert!(!out.status.success());
     assert!(err.contains("[kafka]") && err.trim_end().lines().count() == 1, "{err}");
 }
+
+/// `inventory` files in the config are the privilege baseline, as in replay:
+/// a login found in one is rejected and counted, never processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_in_an_inventory_file_is_rejected_not_processed() {
+    let t = Topics::new();
+    let c = cluster(&t);
+    let bootstrap = c.bootstrap_servers();
+    load_samples(&bootstrap, &t).await;
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = dir.path().join("inventory.jsonl");
+    let grant = std::fs::read_to_string(root().join("samples/logins/login-events.jsonl"))
+        .unwrap()
+        .lines()
+        .find(|l| l.contains("OAuth Client Credentials") && l.contains("\"Success\""))
+        .unwrap()
+        .to_string();
+    std::fs::write(&inventory, format!("{grant}\n")).unwrap();
+    let file = dir.path().join("alerts.jsonl");
+    let mut cfg = live_config(&bootstrap, &t, vec![file_sink(&file)]);
+    cfg.live.inventory = vec![root().join("samples/inventory"), inventory];
+    let run = start(cfg).await;
+    let expected = replay_lines();
+    eventually(90, "every alert in the file sink", || async {
+        std::fs::read_to_string(&file).map(|s| s.lines().count()).unwrap_or(0) >= expected.len()
+    })
+    .await;
+    let m = scrape(&run).await;
+    assert_eq!(metric(&m, r#"ccwatch_records_rejected_total{reason="unsupported_type"}"#), 1.0, "{m}");
+    let got: Vec<String> = std::fs::read_to_string(&file).unwrap().lines().map(str::to_string).collect();
+    assert_eq!(got, expected);
+    run.token.cancel();
+    run.task.await.unwrap().unwrap();
+}

@@ -24,7 +24,7 @@ use crate::score::aggregate::{Emit, EmitKind};
 use crate::sink::live::{DeadLetter, DeadLetters, Sink};
 use crate::source::kafka::{self, Assignment, LiveConsumer};
 use crate::source::merge::{Merge, Offsets, Stream};
-use crate::source::replay::{discover, Replay, Side};
+use crate::source::replay::{discover, Side};
 use crate::telemetry::server::Health;
 use crate::telemetry::Metrics;
 use anyhow::Context as _;
@@ -444,12 +444,9 @@ pub async fn run_with(
     let mut pipeline = Pipeline::new(cfg);
     if !cfg.live.inventory.is_empty() {
         let files = discover(&cfg.live.inventory)?;
-        let mut side = InventorySide(&metrics);
-        let mut inv = Replay::new(&files, cfg.replay.reorder_buffer, Arc::new(AtomicBool::new(false)));
-        let mut sink = Vec::new();
-        while let Some(s) = inv.next(&mut side) {
-            pipeline.process(&s.event, &mut sink);
-        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (applied, _) = crate::app::load_inventory(&files, cfg, cancel, &mut pipeline, &mut InventorySide(&metrics));
+        tracing::info!(?applied, "Inventory baseline applied.");
     }
 
     let login = kafka::login_consumer(&k, metrics.clone()).context("cannot create the login consumer")?;

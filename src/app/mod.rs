@@ -14,7 +14,7 @@ pub mod produce;
 use crate::config::Config;
 use crate::correlate::CorrelateStats;
 use crate::decode::{Reject, RejectReason};
-use crate::event::{EventTime, GrantClass, Inventory, NormalizedEvent, RecordKind, Severity};
+use crate::event::{EventTime, GrantClass, NormalizedEvent, RecordKind, Severity};
 use crate::score::aggregate::EmitKind;
 use crate::sink::encode::Format;
 use crate::sink::AlertWriter;
@@ -111,26 +111,19 @@ impl Summary {
     }
 
     fn count_event(&mut self, ev: &NormalizedEvent) {
-        let kind = match ev {
+        match ev {
             NormalizedEvent::Login(l) => {
                 let g = if l.success { "client_credentials_success" } else { "client_credentials_failure" };
                 *self.grants.entry(g).or_default() += 1;
-                l.kind
             }
-            NormalizedEvent::Audit(a) => {
-                match a.change {
-                    crate::event::AuditChange::Ignored => self.audit_ignored += 1,
-                    crate::event::AuditChange::Unparsed => self.audit_unparsed += 1,
-                    _ => self.audit_applied += 1,
-                }
-                RecordKind::SetupAuditTrail
-            }
-            NormalizedEvent::Inventory(Inventory::User { .. }) => RecordKind::User,
-            NormalizedEvent::Inventory(Inventory::PermissionSetAssignment { .. }) => {
-                RecordKind::PermissionSetAssignment
-            }
-        };
-        *self.read.entry(kind.label()).or_default() += 1;
+            NormalizedEvent::Audit(a) => match a.change {
+                crate::event::AuditChange::Ignored => self.audit_ignored += 1,
+                crate::event::AuditChange::Unparsed => self.audit_unparsed += 1,
+                _ => self.audit_applied += 1,
+            },
+            NormalizedEvent::Inventory(_) => {}
+        }
+        *self.read.entry(ev.kind().label()).or_default() += 1;
     }
 }
 
@@ -193,6 +186,42 @@ fn drain_outputs(pending: &mut Vec<Output>, tally: &mut Tally, writer: &mut Aler
     Ok(())
 }
 
+/// Applies inventory files as the privilege baseline, before any event: User
+/// and PermissionSetAssignment records go into `pipeline`; any other record
+/// is rejected through `side`, never processed. Shared by replay and `run`.
+/// Returns the records applied per kind and how many were out of order.
+pub fn load_inventory(
+    files: &[PathBuf],
+    cfg: &Config,
+    cancel: Arc<AtomicBool>,
+    pipeline: &mut Pipeline,
+    side: &mut dyn Side,
+) -> (BTreeMap<&'static str, u64>, u64) {
+    let mut applied: BTreeMap<&'static str, u64> = BTreeMap::new();
+    // Inventory records raise nothing (no observation, no watermark move).
+    let mut none = Vec::new();
+    let mut inv = Replay::new(files, cfg.replay.reorder_buffer, cancel);
+    while let Some(s) = inv.next(side) {
+        if let NormalizedEvent::Inventory(_) = s.event {
+            *applied.entry(s.event.kind().label()).or_default() += 1;
+            pipeline.process(&s.event, &mut none);
+        } else {
+            side.reject(
+                &s.file,
+                s.line,
+                Reject {
+                    reason: RejectReason::UnsupportedType,
+                    detail: "only User and PermissionSetAssignment records belong in an --inventory file".into(),
+                    index: None,
+                },
+                None,
+            );
+        }
+    }
+    debug_assert!(none.is_empty());
+    (applied, inv.out_of_order)
+}
+
 /// Runs a replay to completion (or cancellation) and returns its summary.
 pub fn replay(opts: &ReplayOptions, cfg: &Config, cancel: Arc<AtomicBool>) -> anyhow::Result<Summary> {
     let files = discover(&opts.paths)?;
@@ -221,23 +250,9 @@ pub fn replay(opts: &ReplayOptions, cfg: &Config, cancel: Arc<AtomicBool>) -> an
     let mut pipeline = Pipeline::new(cfg);
     let mut pending: Vec<Output> = Vec::new();
     // The inventory is the baseline: it is applied before any event.
-    let mut inv = Replay::new(&inventory, cfg.replay.reorder_buffer, cancel.clone());
-    while let Some(s) = inv.next(&mut tally) {
-        if let NormalizedEvent::Inventory(_) = s.event {
-            tally.summary.count_event(&s.event);
-            pipeline.process(&s.event, &mut pending);
-        } else {
-            tally.reject(
-                &s.file,
-                s.line,
-                Reject {
-                    reason: RejectReason::UnsupportedType,
-                    detail: "only User and PermissionSetAssignment records belong in an --inventory file".into(),
-                    index: None,
-                },
-                None,
-            );
-        }
+    let (applied, inventory_out_of_order) = load_inventory(&inventory, cfg, cancel.clone(), &mut pipeline, &mut tally);
+    for (kind, n) in applied {
+        *tally.summary.read.entry(kind).or_default() += n;
     }
 
     let mut events = Replay::new(&files, cfg.replay.reorder_buffer, cancel);
@@ -276,7 +291,7 @@ pub fn replay(opts: &ReplayOptions, cfg: &Config, cancel: Arc<AtomicBool>) -> an
     }
     let c = &pipeline.correlator;
     let mut summary = tally.summary;
-    summary.out_of_order = events.out_of_order + inv.out_of_order;
+    summary.out_of_order = events.out_of_order + inventory_out_of_order;
     summary.lines_written = writer.lines;
     summary.state = c.stats.clone();
     summary.users_tracked = c.users_tracked();
