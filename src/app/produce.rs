@@ -19,7 +19,7 @@
 use crate::decode::{self, Decoded};
 use crate::event::{EventTime, NormalizedEvent};
 use anyhow::Context as _;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -180,54 +180,25 @@ pub async fn ensure_topic(client: &rdkafka::ClientConfig, topic: &str, partition
     }
 }
 
-/// Sends `units` to `topic` and waits for every acknowledgement.
+/// Sends `units` to `topic` and waits for every acknowledgement, in chunks
+/// so the records borrowed for sending stay bounded.
 pub async fn send(producer: &FutureProducer, topic: &str, units: &[Unit]) -> anyhow::Result<u64> {
-    let mut inflight: std::collections::VecDeque<DeliveryFuture> = std::collections::VecDeque::new();
-    for u in units {
-        let mut rec = FutureRecord::to(topic).payload(u.value.as_slice());
-        if let Some(k) = &u.key {
-            rec = rec.key(k.as_str());
-        }
-        loop {
-            match producer.send_result(rec) {
-                Ok(f) => {
-                    inflight.push_back(f);
-                    break;
+    for chunk in units.chunks(100_000) {
+        let records: Vec<FutureRecord<'_, [u8], [u8]>> = chunk
+            .iter()
+            .map(|u| {
+                let rec = FutureRecord::to(topic).payload(u.value.as_slice());
+                match &u.key {
+                    Some(k) => rec.key(k.as_bytes()),
+                    None => rec,
                 }
-                Err((e, r)) => {
-                    let full = matches!(
-                        e,
-                        rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)
-                    );
-                    if !full {
-                        anyhow::bail!("cannot produce to {topic}: {e}");
-                    }
-                    rec = r;
-                    match inflight.pop_front() {
-                        Some(f) => wait(f, topic).await?,
-                        None => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
-                    }
-                }
-            }
-        }
-        if inflight.len() > 100_000 {
-            if let Some(f) = inflight.pop_front() {
-                wait(f, topic).await?;
-            }
-        }
-    }
-    for f in inflight {
-        wait(f, topic).await?;
+            })
+            .collect();
+        crate::sink::live::produce_all(producer, records)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot produce to {topic}: {e}"))?;
     }
     Ok(units.len() as u64)
-}
-
-async fn wait(f: DeliveryFuture, topic: &str) -> anyhow::Result<()> {
-    match f.await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err((e, _))) => anyhow::bail!("broker refused a record for {topic}: {e}"),
-        Err(_) => anyhow::bail!("producer shut down before {topic} acknowledged"),
-    }
 }
 
 #[cfg(test)]

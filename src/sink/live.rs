@@ -17,6 +17,7 @@ use crate::score::aggregate::Emit;
 use crate::sink::encode::{self, Format};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use std::collections::VecDeque;
 use std::io::Write;
 use std::time::Duration;
 
@@ -61,15 +62,17 @@ pub struct Sink {
     progress: usize,
 }
 
-/// Sends every record, then waits for every acknowledgement. On queue-full it
-/// waits for what is in flight and tries again.
-async fn produce_all(producer: &FutureProducer, records: Vec<FutureRecord<'_, [u8], [u8]>>) -> Result<(), String> {
-    let mut inflight: Vec<DeliveryFuture> = Vec::new();
+/// Sends every record, then waits for every acknowledgement. When librdkafka's
+/// queue is full, or more than `MAX_INFLIGHT` wait, it waits for the oldest
+/// first. Shared by the sinks and `ccwatch produce`.
+pub async fn produce_all(producer: &FutureProducer, records: Vec<FutureRecord<'_, [u8], [u8]>>) -> Result<(), String> {
+    const MAX_INFLIGHT: usize = 100_000;
+    let mut inflight: VecDeque<DeliveryFuture> = VecDeque::new();
     for mut rec in records {
         loop {
             match producer.send_result(rec) {
                 Ok(f) => {
-                    inflight.push(f);
+                    inflight.push_back(f);
                     break;
                 }
                 Err((
@@ -77,14 +80,17 @@ async fn produce_all(producer: &FutureProducer, records: Vec<FutureRecord<'_, [u
                     r,
                 )) => {
                     rec = r;
-                    for f in inflight.drain(..) {
-                        ack(f).await?;
-                    }
-                    if inflight.is_empty() {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    match inflight.pop_front() {
+                        Some(f) => ack(f).await?,
+                        None => tokio::time::sleep(Duration::from_millis(10)).await,
                     }
                 }
                 Err((e, _)) => return Err(format!("cannot enqueue: {e}")),
+            }
+        }
+        if inflight.len() > MAX_INFLIGHT {
+            if let Some(f) = inflight.pop_front() {
+                ack(f).await?;
             }
         }
     }
