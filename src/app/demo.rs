@@ -9,7 +9,7 @@
 
 use crate::app::live::{self, RunReport};
 use crate::app::produce;
-use crate::config::live::{ClientValue, KafkaConfig, SinkConfig, SinkKind};
+use crate::config::live::{KafkaConfig, SinkConfig, SinkKind};
 use crate::config::Config;
 use crate::event::Severity;
 use crate::sink::encode::Format;
@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::FutureProducer;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -38,20 +38,14 @@ pub struct DemoOptions {
 /// pointed at the mock cluster.
 fn demo_config(base: &Config, bootstrap: &str, opts: &DemoOptions) -> Config {
     let mut cfg = base.clone();
-    cfg.live.kafka = Some(KafkaConfig {
-        group_id: "ccwatch-demo".into(),
-        login_topic: LOGIN_TOPIC.into(),
-        audit_topic: Some(AUDIT_TOPIC.into()),
-        dead_letter_topic: Some(DEAD_LETTER_TOPIC.into()),
-        max_pending: 200_000,
-        client: vec![
-            ("bootstrap.servers".into(), ClientValue::Plain(bootstrap.into())),
-            ("statistics.interval.ms".into(), ClientValue::Plain("1000".into())),
-        ],
-        consumer: Vec::new(),
-        producer: Vec::new(),
-        auto_offset_reset: "earliest".into(),
-    });
+    cfg.live.kafka = Some(KafkaConfig::plaintext(
+        bootstrap,
+        "ccwatch-demo",
+        LOGIN_TOPIC,
+        Some(AUDIT_TOPIC),
+        Some(DEAD_LETTER_TOPIC),
+        1000,
+    ));
     cfg.live.sinks = vec![
         SinkConfig {
             name: "alerts-topic".into(),
@@ -120,9 +114,4 @@ pub async fn demo(base: &Config, opts: DemoOptions, shutdown: CancellationToken)
     );
     drop(cluster);
     Ok(report)
-}
-
-/// Where the samples are: `samples/` under the working directory.
-pub fn default_samples() -> PathBuf {
-    Path::new("samples").to_path_buf()
 }

@@ -294,6 +294,109 @@ fn looks_secret(key: &str) -> bool {
     k.contains("password") || k.contains("secret") || k.ends_with(".key.pem") || k.contains("token")
 }
 
+fn kafka_config(k: &RawKafka, problems: &mut Vec<String>) -> KafkaConfig {
+    let mut client: Vec<(String, ClientValue)> = Vec::new();
+    if k.bootstrap_servers.trim().is_empty() {
+        problems.push("kafka.bootstrap_servers is empty".into());
+    }
+    client.push(("bootstrap.servers".into(), ClientValue::Plain(k.bootstrap_servers.clone())));
+    if k.statistics_interval_ms > 0 {
+        client.push(("statistics.interval.ms".into(), ClientValue::Plain(k.statistics_interval_ms.to_string())));
+    }
+    for (key, v) in plain_properties("properties", &k.properties, problems) {
+        if key == "bootstrap.servers" || key == "group.id" {
+            problems.push(format!("kafka.properties.{key:?} is set by its own key in [kafka]"));
+        } else {
+            client.push((key, ClientValue::Plain(v)));
+        }
+    }
+    let consumer = plain_properties("consumer_properties", &k.consumer_properties, problems);
+    let producer = plain_properties("producer_properties", &k.producer_properties, problems);
+    for (key, s) in &k.secret_properties {
+        if let Some(secret) = s.resolve(&format!("kafka.secret_properties.{key:?}"), problems) {
+            client.push((key.clone(), ClientValue::Secret(secret)));
+        }
+    }
+    for (what, t) in [
+        ("login_topic", Some(&k.login_topic)),
+        ("audit_topic", k.audit_topic.as_ref()),
+        ("dead_letter_topic", k.dead_letter_topic.as_ref()),
+    ] {
+        if let Some(t) = t {
+            if !topic_ok(t) {
+                problems.push(format!("kafka.{what} {t:?} is not a valid topic name"));
+            }
+        }
+    }
+    if k.audit_topic.as_ref() == Some(&k.login_topic) {
+        problems.push("kafka.audit_topic must differ from kafka.login_topic".into());
+    }
+    if !matches!(k.auto_offset_reset.as_str(), "earliest" | "latest") {
+        problems.push(format!("kafka.auto_offset_reset {:?} must be earliest or latest", k.auto_offset_reset));
+    }
+    if k.max_pending == 0 {
+        problems.push("kafka.max_pending must be at least 1".into());
+    }
+    KafkaConfig {
+        group_id: k.group_id.clone(),
+        login_topic: k.login_topic.clone(),
+        audit_topic: k.audit_topic.clone(),
+        dead_letter_topic: k.dead_letter_topic.clone(),
+        max_pending: k.max_pending,
+        client,
+        consumer,
+        producer,
+        auto_offset_reset: k.auto_offset_reset.clone(),
+    }
+}
+
+impl KafkaConfig {
+    /// A plaintext broker at `bootstrap` with these topics, every other key at
+    /// its default (the demo and tests).
+    pub fn plaintext(
+        bootstrap: &str,
+        group_id: &str,
+        login_topic: &str,
+        audit_topic: Option<&str>,
+        dead_letter_topic: Option<&str>,
+        statistics_interval_ms: u32,
+    ) -> KafkaConfig {
+        let raw = RawKafka {
+            bootstrap_servers: bootstrap.into(),
+            group_id: group_id.into(),
+            login_topic: login_topic.into(),
+            audit_topic: audit_topic.map(Into::into),
+            dead_letter_topic: dead_letter_topic.map(Into::into),
+            auto_offset_reset: default_offset_reset(),
+            statistics_interval_ms,
+            max_pending: default_max_pending(),
+            properties: BTreeMap::new(),
+            secret_properties: BTreeMap::new(),
+            consumer_properties: BTreeMap::new(),
+            producer_properties: BTreeMap::new(),
+        };
+        let mut problems = Vec::new();
+        let k = kafka_config(&raw, &mut problems);
+        debug_assert!(problems.is_empty(), "{problems:?}");
+        k
+    }
+}
+
+/// Plain properties (for every client, or for one role): secrets are refused.
+fn plain_properties(what: &str, map: &BTreeMap<String, String>, problems: &mut Vec<String>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (key, v) in map {
+        if looks_secret(key) {
+            problems.push(format!(
+                "kafka.{what}.{key:?} looks like a secret: set it in kafka.secret_properties from env or file"
+            ));
+        } else {
+            out.push((key.clone(), v.clone()));
+        }
+    }
+    out
+}
+
 fn topic_ok(t: &str) -> bool {
     !t.is_empty() && t.len() <= 249 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
@@ -309,78 +412,7 @@ pub fn validate(
         problems.push(format!("metrics.listen {:?} is not an address like 127.0.0.1:9464", metrics.listen));
         default_listen().parse().expect("valid default")
     });
-    let kafka = kafka.map(|k| {
-        let mut client: Vec<(String, ClientValue)> = Vec::new();
-        if k.bootstrap_servers.trim().is_empty() {
-            problems.push("kafka.bootstrap_servers is empty".into());
-        }
-        client.push(("bootstrap.servers".into(), ClientValue::Plain(k.bootstrap_servers.clone())));
-        if k.statistics_interval_ms > 0 {
-            client.push(("statistics.interval.ms".into(), ClientValue::Plain(k.statistics_interval_ms.to_string())));
-        }
-        for (key, v) in &k.properties {
-            if looks_secret(key) {
-                problems.push(format!(
-                    "kafka.properties.{key:?} looks like a secret: set it in kafka.secret_properties from env or file"
-                ));
-            } else if key == "bootstrap.servers" || key == "group.id" {
-                problems.push(format!("kafka.properties.{key:?} is set by its own key in [kafka]"));
-            } else {
-                client.push((key.clone(), ClientValue::Plain(v.clone())));
-            }
-        }
-        let mut role = |what: &str, map: &BTreeMap<String, String>| -> Vec<(String, String)> {
-            let mut out = Vec::new();
-            for (key, v) in map {
-                if looks_secret(key) {
-                    problems.push(format!(
-                        "kafka.{what}.{key:?} looks like a secret: set it in kafka.secret_properties from env or file"
-                    ));
-                } else {
-                    out.push((key.clone(), v.clone()));
-                }
-            }
-            out
-        };
-        let consumer = role("consumer_properties", &k.consumer_properties);
-        let producer = role("producer_properties", &k.producer_properties);
-        for (key, s) in &k.secret_properties {
-            if let Some(secret) = s.resolve(&format!("kafka.secret_properties.{key:?}"), problems) {
-                client.push((key.clone(), ClientValue::Secret(secret)));
-            }
-        }
-        for (what, t) in [
-            ("login_topic", Some(&k.login_topic)),
-            ("audit_topic", k.audit_topic.as_ref()),
-            ("dead_letter_topic", k.dead_letter_topic.as_ref()),
-        ] {
-            if let Some(t) = t {
-                if !topic_ok(t) {
-                    problems.push(format!("kafka.{what} {t:?} is not a valid topic name"));
-                }
-            }
-        }
-        if k.audit_topic.as_ref() == Some(&k.login_topic) {
-            problems.push("kafka.audit_topic must differ from kafka.login_topic".into());
-        }
-        if !matches!(k.auto_offset_reset.as_str(), "earliest" | "latest") {
-            problems.push(format!("kafka.auto_offset_reset {:?} must be earliest or latest", k.auto_offset_reset));
-        }
-        if k.max_pending == 0 {
-            problems.push("kafka.max_pending must be at least 1".into());
-        }
-        KafkaConfig {
-            group_id: k.group_id.clone(),
-            login_topic: k.login_topic.clone(),
-            audit_topic: k.audit_topic.clone(),
-            dead_letter_topic: k.dead_letter_topic.clone(),
-            max_pending: k.max_pending,
-            client,
-            consumer,
-            producer,
-            auto_offset_reset: k.auto_offset_reset.clone(),
-        }
-    });
+    let kafka = kafka.map(|k| kafka_config(k, problems));
     let mut names = std::collections::HashSet::new();
     let mut out = Vec::new();
     for (i, s) in sinks.iter().enumerate() {

@@ -14,7 +14,6 @@
 //! merge uses to know a lane has nothing older to deliver.
 
 use crate::config::live::KafkaConfig;
-use crate::source::merge::Stream;
 use crate::telemetry::Metrics;
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -187,12 +186,4 @@ pub fn audit_consumer(k: &KafkaConfig, topic: &str, metrics: Arc<Metrics>) -> an
 /// Drains assignment changes queued by librdkafka's rebalance callback.
 pub fn take_assignments(c: &LiveConsumer) -> Vec<Assignment> {
     c.context().assignments.lock().map(|mut q| std::mem::take(&mut *q)).unwrap_or_default()
-}
-
-pub fn stream_of(is_audit: bool) -> Stream {
-    if is_audit {
-        Stream::Audit
-    } else {
-        Stream::Login
-    }
 }

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use ccwatch::config::live::{ClientValue, KafkaConfig, SinkConfig, SinkKind};
+use ccwatch::config::live::{KafkaConfig, SinkConfig, SinkKind};
 use ccwatch::config::Config;
 use ccwatch::event::Severity;
 use ccwatch::sink::encode::Format;
@@ -51,20 +51,7 @@ impl Topics {
 /// `ccwatch.toml`'s detection settings, pointed at `bootstrap` and `topics`.
 pub fn live_config(bootstrap: &str, t: &Topics, sinks: Vec<SinkConfig>) -> Config {
     let mut cfg = Config::load(&root().join("ccwatch.toml")).unwrap();
-    cfg.live.kafka = Some(KafkaConfig {
-        group_id: t.group.clone(),
-        login_topic: t.logins.clone(),
-        audit_topic: Some(t.audit.clone()),
-        dead_letter_topic: Some(t.dead.clone()),
-        max_pending: 100_000,
-        client: vec![
-            ("bootstrap.servers".into(), ClientValue::Plain(bootstrap.into())),
-            ("statistics.interval.ms".into(), ClientValue::Plain("500".into())),
-        ],
-        consumer: Vec::new(),
-        producer: Vec::new(),
-        auto_offset_reset: "earliest".into(),
-    });
+    cfg.live.kafka = Some(KafkaConfig::plaintext(bootstrap, &t.group, &t.logins, Some(&t.audit), Some(&t.dead), 500));
     cfg.live.sinks = sinks;
     cfg.live.metrics_listen = "127.0.0.1:0".parse().unwrap();
     cfg
