@@ -44,6 +44,8 @@ const BATCH: usize = 4096;
 /// How long a new instance waits for its group assignment before it stops
 /// holding audit records back for logins it may never get.
 const JOIN_GRACE: Duration = Duration::from_secs(30);
+/// How often the state gauges are refreshed.
+const GAUGE_PERIOD: Duration = Duration::from_secs(1);
 /// How long shutdown keeps retrying a failing sink before giving up.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -482,6 +484,7 @@ pub async fn run_with(
     let started = Instant::now();
     let mut waiting = true;
     let mut was_caught_up = false;
+    let mut gauges_at = Instant::now();
     let mut failed: Option<String> = None;
     loop {
         let first = tokio::select! {
@@ -521,8 +524,13 @@ pub async fn run_with(
         let audit_ok = audit_consumer.is_none() || live.merge.caught_up(Stream::Audit);
         metrics.audit_caught_up.set(i64::from(audit_ok));
         health.ready.store(!waiting && audit_ok, Ordering::Relaxed);
-        live.update_gauges();
         let caught_up = !waiting && audit_ok && live.merge.is_empty() && live.merge.caught_up(Stream::Login);
+        // State gauges walk the correlator's pairs: once a second, and whenever
+        // the run catches up or falls behind, not on every 20 ms idle turn.
+        if caught_up != was_caught_up || gauges_at.elapsed() >= GAUGE_PERIOD {
+            live.update_gauges();
+            gauges_at = Instant::now();
+        }
         if caught_up && !was_caught_up {
             tracing::info!(messages = live.report.messages, "Caught up with every partition.");
             (opts.on_caught_up)();
