@@ -48,6 +48,7 @@ fn free_port() -> u16 {
 
 fn config(dir: &Path, bootstrap: &str, prefix: &str, port: u16) -> PathBuf {
     let path = dir.join(format!("{prefix}.toml"));
+    let extra = std::env::var("BENCH_KAFKA_EXTRA").unwrap_or_default().replace(';', "\n");
     let text = format!(
         r#"[kafka]
 bootstrap_servers = "{bootstrap}"
@@ -58,6 +59,8 @@ statistics_interval_ms = 1000
 [kafka.consumer_properties]
 "fetch.max.bytes" = "52428800"
 "queued.max.messages.kbytes" = "262144"
+"max.partition.fetch.bytes" = "8388608"
+{extra}
 [metrics]
 listen = "127.0.0.1:{port}"
 [[sinks]]
@@ -193,9 +196,12 @@ fn bench(
 
     let mut out: Vec<u8> = Vec::new();
     let _ = writeln!(out, "\n## bench-kafka: {broker}, {bootstrap}");
-    if let Some(n) = throughput_records {
+    if let Some(n) = throughput_records.filter(|_| std::env::var("BENCH_KAFKA_SKIP_THROUGHPUT").is_err()) {
         let line = throughput(&bootstrap, create, n, data, work.path(), stamp);
         let _ = writeln!(out, "{line}");
+    }
+    if std::env::var("BENCH_KAFKA_SKIP_LATENCY").is_ok() {
+        return String::from_utf8(out).unwrap();
     }
     // ---- 2. Latency at a fixed rate.
     let prefix = format!("bench-lat-{stamp}");
@@ -280,7 +286,7 @@ fn bench(
     std::thread::sleep(Duration::from_secs(5)); // let the baseline consumer join its group
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
-        .set("linger.ms", "1")
+        .set("linger.ms", std::env::var("BENCH_KAFKA_LINGER_MS").unwrap_or_else(|_| "1".into()))
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .unwrap();
@@ -415,9 +421,46 @@ fn throughput(bootstrap: &str, create: &dyn Fn(&str, i32), n: u64, data: &Path, 
     let secs = last.0.duration_since(t_first).as_secs_f64();
     let throughput = (last.1 - v_first) / secs;
 
+    let (plain_n, plain_secs) = plain_consume(&bootstrap, &format!("{prefix}.logins"), n);
     format!(
-        "throughput: {n} preloaded login records (2 partitions), produce took {produce_secs:.1} s\n  ccwatch consumed {:.0} records in {secs:.2} s = {throughput:.0} records/s; {alerts} alert lines to the alerts topic; peak RSS {} MB",
+        "throughput: {n} preloaded login records (2 partitions), produce took {produce_secs:.1} s\n  ccwatch consumed {:.0} records in {secs:.2} s = {throughput:.0} records/s; {alerts} alert lines to the alerts topic; peak RSS {} MB\n  broker alone (a plain consumer, same consumer settings, reads the topic and does nothing else): {plain_n} records in {plain_secs:.2} s = {:.0} records/s",
         last.1 - v_first,
-        hwm / 1024
+        hwm / 1024,
+        plain_n as f64 / plain_secs
     )
+}
+
+/// What the broker alone delivers: a plain consumer with ccwatch's consumer
+/// settings reads the preloaded topic (its own group, from the beginning) and
+/// only counts. Timed from the first record to the last, like ccwatch.
+fn plain_consume(bootstrap: &str, topic: &str, n: u64) -> (u64, f64) {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("{topic}-plain"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .set("fetch.max.bytes", "52428800")
+        .set("queued.max.messages.kbytes", "262144")
+        .set("max.partition.fetch.bytes", "8388608");
+    if let Ok(extra) = std::env::var("BENCH_KAFKA_EXTRA") {
+        for kv in extra.split(';').filter(|kv| !kv.trim().is_empty()) {
+            let (k, v) = kv.split_once('=').expect("key = value");
+            cfg.set(k.trim().trim_matches('"'), v.trim().trim_matches('"'));
+        }
+    }
+    let c: BaseConsumer = cfg.create().unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let mut count = 0u64;
+    let mut first = None;
+    let mut last = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while count < n && Instant::now() < deadline {
+        if let Some(Ok(_)) = c.poll(Duration::from_millis(100)) {
+            last = Instant::now();
+            first.get_or_insert(last);
+            count += 1;
+        }
+    }
+    (count, first.map(|f| last.duration_since(f).as_secs_f64()).unwrap_or(f64::NAN))
 }

@@ -1,9 +1,10 @@
 //! `ccwatch run`: the live shell. Kafka consumers → decode → event-time merge
 //! → the same `Pipeline` replay uses → sinks → offset store.
 //!
-//! One task owns everything; there is no shared mutable state but metrics.
-//! Each turn of the loop takes a batch of messages (up to `BATCH`, whatever is
-//! already buffered after the first), decodes them, releases what the merge
+//! Two threads. The intake thread (`source::intake`) receives and decodes;
+//! this loop owns all state (merge, correlator, sinks, offsets): there is no
+//! shared mutable state but metrics. Each turn of the loop takes the decoded
+//! messages intake has queued (up to `BATCH`), releases what the merge
 //! allows, runs it through the pipeline, hands the resulting alerts and dead
 //! letters to every sink, and only then stores offsets for the messages whose
 //! records are all done. A failing sink stops the loop where it is: nothing
@@ -18,10 +19,11 @@
 use crate::app::pipeline::{Output, Pipeline};
 use crate::config::live::KafkaConfig;
 use crate::config::Config;
-use crate::decode::{self, Decoded, Reject, RejectReason};
+use crate::decode::{Decoded, Reject};
 use crate::event::{GrantClass, NormalizedEvent};
 use crate::score::aggregate::{Emit, EmitKind};
 use crate::sink::live::{DeadLetter, DeadLetters, Sink};
+use crate::source::intake::{Chunk, Intake, Item, Received, CHUNK};
 use crate::source::kafka::{self, Assignment, LiveConsumer};
 use crate::source::merge::{Merge, Offsets, Stream};
 use crate::source::replay::{discover, Side};
@@ -31,7 +33,6 @@ use anyhow::Context as _;
 use prometheus::IntCounter;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::FutureProducer;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,7 +50,8 @@ const GAUGE_PERIOD: Duration = Duration::from_secs(1);
 /// How long shutdown keeps retrying a failing sink before giving up.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-struct Item {
+/// A record waiting in the event-time merge.
+struct Pending {
     ev: NormalizedEvent,
     /// Login partition and offset, whose store waits for this record.
     ticket: Option<(i32, i64)>,
@@ -96,7 +98,7 @@ struct Live {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     pipeline: Pipeline,
-    merge: Merge<Item>,
+    merge: Merge<Pending>,
     offsets: Offsets,
     sinks: Vec<Sink>,
     dead_letters: Option<DeadLetters>,
@@ -105,63 +107,46 @@ struct Live {
     letters: Vec<DeadLetter>,
     /// Records released this turn, finished once the sinks accept.
     done: Vec<(Option<(i32, i64)>, Instant)>,
-    decoded: Vec<Decoded>,
+    /// Whether the login consumer was ever assigned partitions.
+    assigned: bool,
     outputs: Vec<Output>,
     report: RunReport,
     audit_topic: String,
 }
 
-fn label_of(stream: Stream) -> &'static str {
-    match stream {
-        Stream::Audit => "audit",
-        Stream::Login => "logins",
-    }
-}
-
 impl Live {
-    /// One message (or a consumer error) from `stream`.
-    fn on_message(&mut self, stream: Stream, m: Result<BorrowedMessage<'_>, KafkaError>) {
-        let msg = match m {
-            Ok(msg) => msg,
-            Err(KafkaError::PartitionEOF(p)) => {
-                self.merge.set_eof((stream, p));
-                return;
+    /// One chunk from intake: messages (already decoded), end-of-partition
+    /// markers and assignment changes, in the order received.
+    fn on_chunk(&mut self, chunk: Chunk) {
+        let received = chunk.received;
+        let mut decoded = chunk.decoded.into_iter();
+        for item in chunk.items {
+            match item {
+                Item::Message(m) => {
+                    let n = m.records as usize;
+                    self.on_message(m, decoded.by_ref().take(n), received);
+                }
+                Item::Eof(lane) => self.merge.set_eof(lane),
+                Item::Assignment(a) => {
+                    self.assigned = true;
+                    self.on_assignment(a);
+                }
             }
-            Err(e) => {
-                tracing::warn!(stream = label_of(stream), error = %e, "Consumer error.");
-                return;
-            }
-        };
-        let received = Instant::now();
-        self.report.messages += 1;
-        let (partition, offset) = (msg.partition(), msg.offset());
-        let lane = (stream, partition);
-        let value = msg.payload().unwrap_or_default();
-        self.decoded.clear();
-        if value.is_empty() {
-            self.decoded.push(Decoded::Rejected(Reject {
-                reason: RejectReason::MissingField,
-                detail: "message has no value".into(),
-                index: None,
-            }));
-        } else if value.len() > decode::MAX_UNIT_BYTES {
-            self.decoded.push(Decoded::Rejected(Reject {
-                reason: RejectReason::RecordTooLarge,
-                detail: format!("message of {} bytes", value.len()),
-                index: None,
-            }));
-        } else {
-            decode::decode_json_unit(value, &mut self.decoded);
         }
+    }
+
+    /// One message's decoded records.
+    fn on_message(&mut self, msg: Received, records: impl Iterator<Item = Decoded>, received: Instant) {
+        self.report.messages += 1;
+        let Received { stream, partition, offset, raw, .. } = msg;
+        let lane = (stream, partition);
         let topic: &str = match stream {
             Stream::Audit => &self.audit_topic,
             Stream::Login => &self.cfg_kafka.login_topic,
         };
         let mut events = 0u32;
         let mut latest = None;
-        // Keep the buffer's capacity across messages: no allocation per message.
-        let mut decoded = std::mem::take(&mut self.decoded);
-        for d in decoded.drain(..) {
+        for d in records {
             match d {
                 Decoded::Event(ev) => {
                     self.counters.consumed(&self.metrics, stream, topic, ev.kind().label()).inc();
@@ -170,7 +155,7 @@ impl Live {
                     }
                     events += 1;
                     let ticket = (stream == Stream::Login).then_some((partition, offset));
-                    self.merge.push(lane, ev.time(), ev.rank(), Item { ev, ticket, received });
+                    self.merge.push(lane, ev.time(), ev.rank(), Pending { ev, ticket, received });
                 }
                 Decoded::Counted { kind, grant, success, time } => {
                     self.counters.consumed(&self.metrics, stream, topic, kind.label()).inc();
@@ -182,9 +167,10 @@ impl Live {
                     self.counters.consumed(&self.metrics, stream, topic, "rejected").inc();
                     self.metrics.records_rejected.with_label_values(&[r.reason.label()]).inc();
                     if self.dead_letters.is_some() {
+                        let raw = raw.as_ref();
                         self.letters.push(DeadLetter {
-                            payload: value.to_vec(),
-                            key: msg.key().map(<[u8]>::to_vec),
+                            payload: raw.map(|r| r.payload.clone()).unwrap_or_default(),
+                            key: raw.and_then(|r| r.key.clone()),
                             reason: r.reason.label(),
                             detail: r.detail,
                             index: r.index,
@@ -201,7 +187,6 @@ impl Live {
                 }
             }
         }
-        self.decoded = decoded;
         if events == 0 || latest.is_some() {
             self.merge.advance(lane, latest);
         }
@@ -377,13 +362,6 @@ impl Side for InventorySide<'_> {
     fn progress(&mut self, _bytes: u64) {}
 }
 
-async fn recv_opt(c: Option<&LiveConsumer>) -> Result<BorrowedMessage<'_>, KafkaError> {
-    match c {
-        Some(c) => c.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Hooks and switches for callers other than `ccwatch run` (the demo, tests).
 pub struct RunOptions {
     /// Stop (as on SIGTERM) once every partition is read to its end and
@@ -451,17 +429,19 @@ pub async fn run_with(
         tracing::info!(?applied, "Inventory baseline applied.");
     }
 
-    let login = kafka::login_consumer(&k, metrics.clone()).context("cannot create the login consumer")?;
+    let login = Arc::new(kafka::login_consumer(&k, metrics.clone()).context("cannot create the login consumer")?);
     let audit = match &k.audit_topic {
         Some(t) => Some(kafka::audit_consumer(&k, t, metrics.clone())?),
         None => None,
     };
     let mut merge = Merge::new(k.max_pending);
     merge.wait_for(Stream::Login);
-    if let Some((_, parts)) = &audit {
-        merge.assign(Stream::Audit, parts);
-    }
-    let audit_consumer = audit.as_ref().map(|(c, _)| c);
+    let has_audit = audit.is_some();
+    let audit = audit.map(|(c, parts)| {
+        merge.assign(Stream::Audit, &parts);
+        Arc::new(c)
+    });
+    let mut intake = Intake::spawn(login.clone(), audit).context("cannot start the intake thread")?;
     let mut live = Live {
         counters: Counters::default(),
         audit_topic: k.audit_topic.clone().unwrap_or_default(),
@@ -476,7 +456,7 @@ pub async fn run_with(
         emits: Vec::new(),
         letters: Vec::new(),
         done: Vec::new(),
-        decoded: Vec::new(),
+        assigned: false,
         outputs: Vec::new(),
         report: RunReport::default(),
     };
@@ -487,28 +467,30 @@ pub async fn run_with(
     let mut gauges_at = Instant::now();
     let mut failed: Option<String> = None;
     loop {
-        let first = tokio::select! {
+        let chunk = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            m = recv_opt(audit_consumer) => Some((Stream::Audit, m)),
-            m = login.recv() => Some((Stream::Login, m)),
+            c = intake.rx.recv() => match c {
+                Some(c) => Some(c),
+                None => {
+                    failed = Some("the intake thread stopped".to_string());
+                    break;
+                }
+            },
             _ = tokio::time::sleep(Duration::from_millis(20)) => None,
         };
-        if let Some((s, m)) = first {
-            live.on_message(s, m);
-            for _ in 1..BATCH {
-                let next = tokio::select! {
-                    biased;
-                    m = recv_opt(audit_consumer) => (Stream::Audit, m),
-                    m = login.recv() => (Stream::Login, m),
-                    _ = std::future::ready(()) => break,
-                };
-                live.on_message(next.0, next.1);
+        if let Some(c) = chunk {
+            live.on_chunk(c);
+            // Whatever else is queued, up to a turn's worth.
+            let mut taken = CHUNK;
+            while taken < BATCH {
+                let Ok(c) = intake.rx.try_recv() else { break };
+                taken += c.items.len();
+                live.on_chunk(c);
             }
         }
-        for a in kafka::take_assignments(&login) {
+        if live.assigned {
             waiting = false;
-            live.on_assignment(a);
         }
         if waiting && started.elapsed() > JOIN_GRACE {
             tracing::warn!("No login partitions assigned yet; processing audit records without waiting for them.");
@@ -521,7 +503,7 @@ pub async fn run_with(
             break;
         }
         live.store_offsets(&login);
-        let audit_ok = audit_consumer.is_none() || live.merge.caught_up(Stream::Audit);
+        let audit_ok = !has_audit || live.merge.caught_up(Stream::Audit);
         metrics.audit_caught_up.set(i64::from(audit_ok));
         health.ready.store(!waiting && audit_ok, Ordering::Relaxed);
         let caught_up = !waiting && audit_ok && live.merge.is_empty() && live.merge.caught_up(Stream::Login);
@@ -541,9 +523,13 @@ pub async fn run_with(
         was_caught_up = caught_up;
     }
 
-    // Shutdown: finish what was received, deliver, commit, flush.
+    // Shutdown: stop intake, finish what was received, deliver, commit, flush.
     health.ready.store(false, Ordering::Relaxed);
+    intake.stop();
     if failed.is_none() {
+        while let Some(c) = intake.rx.recv().await {
+            live.on_chunk(c);
+        }
         live.process(true);
         if let Err(e) = live.deliver(&shutdown, Some(SHUTDOWN_GRACE)).await {
             failed = Some(e);
@@ -551,6 +537,8 @@ pub async fn run_with(
             live.store_offsets(&login);
         }
     }
+    // Dropping the receiver ends the thread even if it is blocked sending.
+    let _ = tokio::task::spawn_blocking(move || intake.join()).await;
     live.update_gauges();
     match login.commit_consumer_state(CommitMode::Sync) {
         Ok(()) => live.report.offsets_committed = true,

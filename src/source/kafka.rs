@@ -21,6 +21,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, Stre
 use rdkafka::error::KafkaResult;
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,11 +38,19 @@ pub struct Context {
     metrics: Arc<Metrics>,
     topic: String,
     pub assignments: Mutex<Vec<Assignment>>,
+    /// Set when `assignments` has something: checked after every message
+    /// without taking the lock.
+    pending: AtomicBool,
 }
 
 impl Context {
     pub fn new(metrics: Arc<Metrics>, topic: &str) -> Context {
-        Context { metrics, topic: topic.to_string(), assignments: Mutex::new(Vec::new()) }
+        Context {
+            metrics,
+            topic: topic.to_string(),
+            assignments: Mutex::new(Vec::new()),
+            pending: AtomicBool::new(false),
+        }
     }
 
     fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
@@ -96,6 +105,7 @@ impl ConsumerContext for Context {
         tracing::info!(topic = %self.topic, ?change, "Partition assignment changed.");
         if let Ok(mut q) = self.assignments.lock() {
             q.push(change);
+            self.pending.store(true, Ordering::Release);
         }
     }
 
@@ -185,5 +195,17 @@ pub fn audit_consumer(k: &KafkaConfig, topic: &str, metrics: Arc<Metrics>) -> an
 
 /// Drains assignment changes queued by librdkafka's rebalance callback.
 pub fn take_assignments(c: &LiveConsumer) -> Vec<Assignment> {
-    c.context().assignments.lock().map(|mut q| std::mem::take(&mut *q)).unwrap_or_default()
+    c.context()
+        .assignments
+        .lock()
+        .map(|mut q| {
+            c.context().pending.store(false, Ordering::Release);
+            std::mem::take(&mut *q)
+        })
+        .unwrap_or_default()
+}
+
+/// Whether assignment changes are queued (cheap: no lock).
+pub fn assignments_pending(c: &LiveConsumer) -> bool {
+    c.context().pending.load(Ordering::Acquire)
 }
