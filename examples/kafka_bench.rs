@@ -286,7 +286,7 @@ fn bench(
     std::thread::sleep(Duration::from_secs(5)); // let the baseline consumer join its group
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
-        .set("linger.ms", std::env::var("BENCH_KAFKA_LINGER_MS").unwrap_or_else(|_| "1".into()))
+        .set("linger.ms", std::env::var("BENCH_KAFKA_LINGER_MS").unwrap_or_else(|_| "20".into()))
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .unwrap();

@@ -75,26 +75,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Produce(args) => {
+            // Bulk loading: large batches. A config file's producer_properties override these.
+            let defaults =
+                [("linger.ms", "20"), ("batch.num.messages", "10000"), ("queue.buffering.max.messages", "1000000")];
             let client = match (&args.config, &args.brokers) {
                 (Some(p), _) => {
                     let cfg = Config::load(p)?;
                     let k = cfg.live.kafka.ok_or_else(|| anyhow::anyhow!("{} has no [kafka] section", p.display()))?;
-                    ccwatch::source::kafka::producer_config(&k)
+                    ccwatch::source::kafka::producer_config(&k, &defaults)
                 }
                 (None, Some(b)) => {
                     let mut c = rdkafka::ClientConfig::new();
                     c.set("bootstrap.servers", b);
+                    for (key, v) in defaults {
+                        c.set(key, v);
+                    }
                     c
                 }
                 (None, None) => anyhow::bail!("give --brokers or --config"),
             };
             app::produce::ensure_topic(&client, &args.topic, args.partitions).await?;
-            let producer: rdkafka::producer::FutureProducer = client
-                .clone()
-                .set("linger.ms", "20")
-                .set("batch.num.messages", "10000")
-                .set("queue.buffering.max.messages", "1000000")
-                .create()?;
+            let producer: rdkafka::producer::FutureProducer = client.create()?;
             let units =
                 tokio::task::spawn_blocking(move || app::produce::collect(&args.paths, args.keep_order)).await??;
             let n = app::produce::send(&producer, &args.topic, &units).await?;

@@ -405,10 +405,10 @@ pub async fn run_with(
         || cfg.live.sinks.iter().any(|s| matches!(s.kind, crate::config::live::SinkKind::Kafka { .. }));
     let producer: Option<FutureProducer> = if needs_producer {
         Some(
-            kafka::producer_config(&k)
-                .set("acks", "all")
-                .set("linger.ms", "5")
-                .set("message.timeout.ms", "30000")
+            // acks=all: an alert counts as delivered once the topic has it.
+            // linger 1 ms: the loop awaits each batch's acks, so lingering
+            // longer only adds latency. producer_properties override both.
+            kafka::producer_config(&k, &[("acks", "all"), ("linger.ms", "1"), ("message.timeout.ms", "30000")])
                 .create_with_context::<_, FutureProducer>(rdkafka::client::DefaultClientContext)
                 .context("cannot create Kafka producer")?,
         )

@@ -1,31 +1,35 @@
-//! Live intake: one thread that receives messages from both Kafka consumers,
-//! decodes each (the same `decode_json_unit` replay uses) and hands them to
-//! the run loop in chunks, in the order received, with end-of-partition
-//! markers and partition assignment changes in-band.
+//! Live intake: two threads between the Kafka consumers and the run loop.
+//! The *receive* thread takes messages from both consumers and copies them
+//! into chunks, with end-of-partition markers and partition assignment
+//! changes in-band, in the order received. The *decode* thread decodes each
+//! message (the same `decode_json_unit` replay uses) and hands the chunk to
+//! the run loop.
 //!
-//! Why a thread of its own: profiling `make bench-kafka` showed the single
-//! loop thread spending ~40% of its time decoding and ~20% in librdkafka's
-//! receive path, and a plain consumer drawing records from the broker ~1.5×
-//! faster than the loop could take them. Receive + decode now run here, while
-//! the run loop merges, correlates, scores, delivers and stores offsets.
-//! Decoding stays pure: this module only moves its results between threads.
+//! Why threads: profiling `make bench-kafka` showed the single loop thread
+//! spending ~40% of its time decoding and ~25% in librdkafka's receive path,
+//! while a plain consumer drew records from the broker ~1.5× faster than the
+//! loop took them. With receive, decode and the loop (merge, correlate,
+//! score, deliver, store offsets) on three threads, each stage has a core's
+//! worth of time. Decoding stays pure: this module only moves its inputs and
+//! results between threads.
 //!
-//! Backpressure: the channel holds a few chunks; when the run loop stops
-//! taking them (a failing sink), this thread stops receiving, exactly as the
-//! single loop did. Order: a rebalance callback runs inside `recv` on this
-//! thread, so an assignment change is queued before any message of the new
-//! assignment.
+//! Backpressure: each channel holds a few chunks; when the run loop stops
+//! taking them (a failing sink), decode and then receive stop, exactly as the
+//! single loop did. Order: a rebalance callback runs inside `recv` on the
+//! receive thread, so an assignment change is queued before any message of
+//! the new assignment.
 //!
-//! Stopping: cancel the token; the chunk being filled is still sent (the run
-//! loop drains the channel to finish in-flight records), then the thread
-//! ends. If the run loop drops the receiver instead, the thread ends at its
-//! next send.
+//! Stopping: cancel the token; the chunk being filled is still sent and
+//! decoded (the run loop drains the channel to finish in-flight records),
+//! then both threads end. If the run loop drops the receiver instead, they
+//! end at their next send.
 
 use crate::decode::{self, Decoded, Reject, RejectReason};
 use crate::source::kafka::{self, Assignment, LiveConsumer};
 use crate::source::merge::{Lane, Stream};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -46,6 +50,9 @@ pub struct Received {
     pub records: u32,
     /// The original bytes, kept only when a record was rejected (dead letters).
     pub raw: Option<Raw>,
+    /// Where its value and key sit in the chunk's `bytes` (until decoded).
+    payload: Range<usize>,
+    key: Option<Range<usize>>,
 }
 
 #[derive(Debug)]
@@ -70,15 +77,24 @@ pub struct Chunk {
     /// from here, so it is never understated.
     pub received: Instant,
     pub items: Vec<Item>,
-    /// Every message's records, in message order.
+    /// Every message's records, in message order (filled by `decode`).
     pub decoded: Vec<Decoded>,
+    /// The messages' values and keys, copied out of librdkafka's buffers.
+    bytes: Vec<u8>,
 }
 
 impl Chunk {
     fn new() -> Chunk {
-        Chunk { received: Instant::now(), items: Vec::with_capacity(CHUNK), decoded: Vec::with_capacity(CHUNK) }
+        Chunk {
+            received: Instant::now(),
+            items: Vec::with_capacity(CHUNK),
+            decoded: Vec::with_capacity(CHUNK),
+            bytes: Vec::with_capacity(CHUNK * 1024),
+        }
     }
 
+    /// Receive stage: copies the message out (the consumer's buffer is
+    /// released at once), or records the end of a partition.
     fn add(&mut self, stream: Stream, m: Result<BorrowedMessage<'_>, KafkaError>) {
         let msg = match m {
             Ok(msg) => msg,
@@ -91,21 +107,39 @@ impl Chunk {
                 return;
             }
         };
-        let value = msg.payload().unwrap_or_default();
-        let before = self.decoded.len();
-        decode_message(value, &mut self.decoded);
-        let new = &self.decoded[before..];
-        let raw = new
-            .iter()
-            .any(|d| matches!(d, Decoded::Rejected(_)))
-            .then(|| Raw { payload: value.to_vec(), key: msg.key().map(<[u8]>::to_vec) });
+        let mut copy = |b: &[u8]| {
+            let start = self.bytes.len();
+            self.bytes.extend_from_slice(b);
+            start..self.bytes.len()
+        };
+        let payload = copy(msg.payload().unwrap_or_default());
+        let key = msg.key().map(copy);
         self.items.push(Item::Message(Received {
             stream,
             partition: msg.partition(),
             offset: msg.offset(),
-            records: new.len() as u32,
-            raw,
+            records: 0,
+            raw: None,
+            payload,
+            key,
         }));
+    }
+
+    /// Decode stage: every message's records, and the original bytes of any
+    /// message with a rejected record.
+    fn decode(&mut self) {
+        for item in &mut self.items {
+            let Item::Message(m) = item else { continue };
+            let value = &self.bytes[m.payload.clone()];
+            let before = self.decoded.len();
+            decode_message(value, &mut self.decoded);
+            let new = &self.decoded[before..];
+            m.records = new.len() as u32;
+            if new.iter().any(|d| matches!(d, Decoded::Rejected(_))) {
+                m.raw = Some(Raw { payload: value.to_vec(), key: m.key.clone().map(|k| self.bytes[k].to_vec()) });
+            }
+        }
+        self.bytes = Vec::new();
     }
 }
 
@@ -130,20 +164,21 @@ pub fn decode_message(value: &[u8], out: &mut Vec<Decoded>) {
     }
 }
 
-/// The running intake thread.
+/// The running intake: a receive thread and a decode thread.
 pub struct Intake {
     pub rx: mpsc::Receiver<Chunk>,
     stop: CancellationToken,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Intake {
     /// Starts receiving from `login` (and `audit`, if any).
     pub fn spawn(login: Arc<LiveConsumer>, audit: Option<Arc<LiveConsumer>>) -> std::io::Result<Intake> {
+        let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Chunk>(QUEUE);
         let (tx, rx) = mpsc::channel(QUEUE);
         let stop = CancellationToken::new();
         let token = stop.clone();
-        let thread = std::thread::Builder::new().name("ccwatch-intake".into()).spawn(move || {
+        let receiver = std::thread::Builder::new().name("ccwatch-intake".into()).spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -151,9 +186,17 @@ impl Intake {
                     return;
                 }
             };
-            rt.block_on(receive(login, audit, tx, token));
+            rt.block_on(receive(login, audit, raw_tx, token));
         })?;
-        Ok(Intake { rx, stop, thread: Some(thread) })
+        let decoder = std::thread::Builder::new().name("ccwatch-decode".into()).spawn(move || {
+            for mut chunk in raw_rx {
+                chunk.decode();
+                if tx.blocking_send(chunk).is_err() {
+                    return;
+                }
+            }
+        })?;
+        Ok(Intake { rx, stop, threads: vec![receiver, decoder] })
     }
 
     /// Stops intake. The caller then drains `rx` until it yields `None` (to
@@ -162,11 +205,11 @@ impl Intake {
         self.stop.cancel();
     }
 
-    /// Waits for the thread to end (it ends once stopped and its last chunk is
-    /// taken, or once `rx` is dropped).
-    pub fn join(mut self) {
+    /// Waits for the threads to end (they end once stopped and their last
+    /// chunk is taken, or once `rx` is dropped).
+    pub fn join(self) {
         drop(self.rx);
-        if let Some(t) = self.thread.take() {
+        for t in self.threads {
             let _ = t.join();
         }
     }
@@ -182,7 +225,7 @@ async fn recv_opt(c: Option<&LiveConsumer>) -> Result<BorrowedMessage<'_>, Kafka
 async fn receive(
     login: Arc<LiveConsumer>,
     audit: Option<Arc<LiveConsumer>>,
-    tx: mpsc::Sender<Chunk>,
+    tx: std::sync::mpsc::SyncSender<Chunk>,
     stop: CancellationToken,
 ) {
     let audit = audit.as_deref();
@@ -209,7 +252,8 @@ async fn receive(
             chunk.add(next.0, next.1);
         }
         take_assignments(&login, &mut chunk);
-        if tx.send(chunk).await.is_err() {
+        // Blocking is fine: this thread's runtime drives nothing else.
+        if tx.send(chunk).is_err() {
             return;
         }
     }

@@ -142,9 +142,13 @@ pub fn consumer_config(k: &KafkaConfig) -> ClientConfig {
     c
 }
 
-/// Client settings plus the producer-only ones.
-pub fn producer_config(k: &KafkaConfig) -> ClientConfig {
+/// Client settings, then the caller's `defaults`, then `producer_properties`,
+/// so the config file has the last word (`linger.ms`, `acks`…).
+pub fn producer_config(k: &KafkaConfig, defaults: &[(&str, &str)]) -> ClientConfig {
     let mut c = client_config(k);
+    for (key, v) in defaults {
+        c.set(*key, *v);
+    }
     for (key, v) in &k.producer {
         c.set(key, v);
     }
@@ -208,4 +212,25 @@ pub fn take_assignments(c: &LiveConsumer) -> Vec<Assignment> {
 /// Whether assignment changes are queued (cheap: no lock).
 pub fn assignments_pending(c: &LiveConsumer) -> bool {
     c.context().pending.load(Ordering::Acquire)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_files_properties_override_built_in_defaults() {
+        let mut k = KafkaConfig::plaintext("127.0.0.1:9092", "g", "logins", None, None, 0);
+        k.producer.push(("linger.ms".into(), "50".into()));
+        k.consumer.push(("fetch.wait.max.ms".into(), "100".into()));
+        let p = producer_config(&k, &[("linger.ms", "1"), ("acks", "all")]);
+        assert_eq!(p.get("linger.ms"), Some("50"));
+        assert_eq!(p.get("acks"), Some("all"));
+        let c = consumer_config(&k);
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("100"));
+        assert_eq!(
+            consumer_config(&KafkaConfig::plaintext("b:1", "g", "l", None, None, 0)).get("fetch.wait.max.ms"),
+            Some("10")
+        );
+    }
 }
