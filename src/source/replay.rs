@@ -126,11 +126,12 @@ impl ChunkOut {
 }
 
 fn decode_jsonl(bytes: &[u8]) -> ChunkOut {
-    let mut out = ChunkOut { lines: memchr::memchr_iter(b'\n', bytes).count() as u64, ..ChunkOut::default() };
+    let mut out = ChunkOut::default();
     let mut items = Vec::new();
     let mut start = 0usize;
     let mut line = 0u32;
-    let ends = memchr::memchr_iter(b'\n', bytes).chain((bytes.last() != Some(&b'\n')).then_some(bytes.len()));
+    let unterminated = bytes.last().is_some_and(|&b| b != b'\n');
+    let ends = memchr::memchr_iter(b'\n', bytes).chain(unterminated.then_some(bytes.len()));
     for end in ends {
         line += 1;
         let mut seg = &bytes[start..end];
@@ -149,6 +150,8 @@ fn decode_jsonl(bytes: &[u8]) -> ChunkOut {
             }
         }
     }
+    // Newlines seen: the line walk counts them (no second pass over the chunk).
+    out.lines = u64::from(line) - u64::from(unterminated);
     out
 }
 
