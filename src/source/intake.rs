@@ -107,22 +107,18 @@ impl Chunk {
                 return;
             }
         };
+        self.push_message(stream, msg.partition(), msg.offset(), msg.payload().unwrap_or_default(), msg.key());
+    }
+
+    fn push_message(&mut self, stream: Stream, partition: i32, offset: i64, value: &[u8], key: Option<&[u8]>) {
         let mut copy = |b: &[u8]| {
             let start = self.bytes.len();
             self.bytes.extend_from_slice(b);
             start..self.bytes.len()
         };
-        let payload = copy(msg.payload().unwrap_or_default());
-        let key = msg.key().map(copy);
-        self.items.push(Item::Message(Received {
-            stream,
-            partition: msg.partition(),
-            offset: msg.offset(),
-            records: 0,
-            raw: None,
-            payload,
-            key,
-        }));
+        let payload = copy(value);
+        let key = key.map(copy);
+        self.items.push(Item::Message(Received { stream, partition, offset, records: 0, raw: None, payload, key }));
     }
 
     /// Decode stage: every message's records, and the original bytes of any
@@ -268,6 +264,42 @@ fn take_assignments(login: &LiveConsumer, chunk: &mut Chunk) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_decoded_chunk_keeps_message_order_record_counts_and_only_rejected_bytes() {
+        let login = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/reference/s3_login_event_stream_payload.json"
+        ))
+        .unwrap();
+        let mut chunk = Chunk::new();
+        chunk.push_message(Stream::Login, 0, 10, login.as_bytes(), Some(b"k1"));
+        chunk.items.push(Item::Eof((Stream::Audit, 0)));
+        chunk.push_message(Stream::Login, 1, 7, b"\xff garbage", Some(b"k2"));
+        chunk.push_message(Stream::Login, 0, 11, b"", None);
+        chunk.decode();
+        assert!(chunk.bytes.is_empty(), "copied bytes are released once decoded");
+        let msgs: Vec<&Received> = chunk
+            .items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Message(m) => Some(m),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(msgs.iter().map(|m| (m.partition, m.offset)).collect::<Vec<_>>(), [(0, 10), (1, 7), (0, 11)]);
+        assert!(matches!(chunk.items[1], Item::Eof((Stream::Audit, 0))));
+        assert_eq!(msgs.iter().map(|m| m.records).collect::<Vec<_>>(), [1, 1, 1]);
+        assert_eq!(chunk.decoded.len(), 3);
+        assert!(matches!(chunk.decoded[0], Decoded::Event(_) | Decoded::Counted { .. }), "{:?}", chunk.decoded[0]);
+        assert!(msgs[0].raw.is_none(), "a good message keeps no copy");
+        let raw = msgs[1].raw.as_ref().expect("a rejected message keeps its bytes for the dead-letter topic");
+        assert_eq!(raw.payload, b"\xff garbage");
+        assert_eq!(raw.key.as_deref(), Some(&b"k2"[..]));
+        assert!(matches!(&chunk.decoded[1], Decoded::Rejected(r) if r.reason == RejectReason::InvalidUtf8));
+        assert!(matches!(&chunk.decoded[2], Decoded::Rejected(r) if r.reason == RejectReason::MissingField));
+        assert_eq!(msgs[2].raw.as_ref().map(|r| r.key.is_none()), Some(true));
+    }
 
     #[test]
     fn empty_and_oversized_messages_are_rejected_with_their_reason() {
