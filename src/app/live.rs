@@ -1,8 +1,8 @@
 //! `ccwatch run`: the live shell. Kafka consumers → decode → event-time merge
 //! → the same `Pipeline` replay uses → sinks → offset store.
 //!
-//! Two threads. The intake thread (`source::intake`) receives and decodes;
-//! this loop owns all state (merge, correlator, sinks, offsets): there is no
+//! Three threads: intake's receive and decode threads (`source::intake`),
+//! and this loop, which owns all state (merge, correlator, sinks, offsets): there is no
 //! shared mutable state but metrics. Each turn of the loop takes the decoded
 //! messages intake has queued (up to `BATCH`), releases what the merge
 //! allows, runs it through the pipeline, hands the resulting alerts and dead
