@@ -46,9 +46,29 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Consumer settings for ccwatch and for the plain consumer it is compared
+/// with (one list, so "same settings" stays true): the bench's raised fetch
+/// limits, then `BENCH_KAFKA_EXTRA` (`"key" = "value";…`).
+fn consumer_props() -> Vec<(String, String)> {
+    let mut props: Vec<(String, String)> = [
+        ("fetch.max.bytes", "52428800"),
+        ("queued.max.messages.kbytes", "262144"),
+        ("max.partition.fetch.bytes", "8388608"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let extra = std::env::var("BENCH_KAFKA_EXTRA").unwrap_or_default();
+    for kv in extra.split(';').filter(|kv| !kv.trim().is_empty()) {
+        let (k, v) = kv.split_once('=').expect("BENCH_KAFKA_EXTRA: \"key\" = \"value\";…");
+        props.push((k.trim().trim_matches('"').to_string(), v.trim().trim_matches('"').to_string()));
+    }
+    props
+}
+
 fn config(dir: &Path, bootstrap: &str, prefix: &str, port: u16) -> PathBuf {
     let path = dir.join(format!("{prefix}.toml"));
-    let extra = std::env::var("BENCH_KAFKA_EXTRA").unwrap_or_default().replace(';', "\n");
+    let props: String = consumer_props().iter().map(|(k, v)| format!("{k:?} = {v:?}\n")).collect();
     let text = format!(
         r#"[kafka]
 bootstrap_servers = "{bootstrap}"
@@ -57,11 +77,7 @@ login_topic = "{prefix}.logins"
 audit_topic = "{prefix}.audit"
 statistics_interval_ms = 1000
 [kafka.consumer_properties]
-"fetch.max.bytes" = "52428800"
-"queued.max.messages.kbytes" = "262144"
-"max.partition.fetch.bytes" = "8388608"
-{extra}
-[metrics]
+{props}[metrics]
 listen = "127.0.0.1:{port}"
 [[sinks]]
 type = "kafka"
@@ -226,63 +242,37 @@ fn bench(
     }
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
     let done = Arc::new(AtomicBool::new(false));
-    let latencies: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
-    let reader = {
-        let (sent, done, latencies, bootstrap, topic) =
-            (sent.clone(), done.clone(), latencies.clone(), bootstrap.clone(), format!("{prefix}.alerts"));
-        std::thread::spawn(move || {
-            let c: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &bootstrap)
-                .set("group.id", format!("{topic}-reader"))
-                .set("fetch.wait.max.ms", "5")
-                .create()
-                .unwrap();
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&topic, 0, Offset::Beginning).unwrap();
-            c.assign(&tpl).unwrap();
-            while !done.load(Ordering::Relaxed) {
-                if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
-                    let now = Instant::now();
-                    let v: serde_json::Value =
-                        serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or_default();
-                    if let Some(ip) = v["source_ip"].as_str() {
-                        if let Some(t) = sent.lock().unwrap().get(ip) {
-                            latencies.lock().unwrap().push(now.duration_since(*t).as_secs_f64() * 1000.0);
-                        }
-                    }
-                }
-            }
-        })
-    };
+    // Alerts read back from the alerts topic, keyed by the grant's source IP.
+    let alerts_reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", format!("{prefix}.alerts-reader"))
+        .set("fetch.wait.max.ms", "5")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&format!("{prefix}.alerts"), 0, Offset::Beginning).unwrap();
+    alerts_reader.assign(&tpl).unwrap();
+    let (reader, latencies) = time_arrivals(alerts_reader, sent.clone(), done.clone(), |p| {
+        let v: serde_json::Value = serde_json::from_slice(p).unwrap_or_default();
+        v["source_ip"].as_str().map(str::to_string)
+    });
     // The same grants read straight from the login topic by a plain consumer:
     // what the broker alone costs, for comparison.
-    let baseline: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
-    let base_reader = {
-        let (sent, done, baseline, bootstrap, topic) =
-            (sent.clone(), done.clone(), baseline.clone(), bootstrap.clone(), format!("{prefix}.logins"));
-        std::thread::spawn(move || {
-            let c: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &bootstrap)
-                .set("group.id", format!("{topic}-baseline"))
-                .set("auto.offset.reset", "earliest")
-                .set("fetch.wait.max.ms", "10")
-                .create()
-                .unwrap();
-            c.subscribe(&[&topic]).unwrap();
-            while !done.load(Ordering::Relaxed) {
-                if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
-                    let now = Instant::now();
-                    let p = m.payload().unwrap_or_default();
-                    if p.windows(6).any(|w| w == b"bench-") {
-                        let v: serde_json::Value = serde_json::from_slice(p).unwrap_or_default();
-                        if let Some(t) = v["SourceIp"].as_str().and_then(|ip| sent.lock().unwrap().get(ip).copied()) {
-                            baseline.lock().unwrap().push(now.duration_since(t).as_secs_f64() * 1000.0);
-                        }
-                    }
-                }
-            }
-        })
-    };
+    let login_reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", format!("{prefix}.logins-baseline"))
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .unwrap();
+    login_reader.subscribe(&[&format!("{prefix}.logins")]).unwrap();
+    let (base_reader, baseline) = time_arrivals(login_reader, sent.clone(), done.clone(), |p| {
+        if !p.windows(6).any(|w| w == b"bench-") {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(p).unwrap_or_default();
+        v["SourceIp"].as_str().map(str::to_string)
+    });
     std::thread::sleep(Duration::from_secs(5)); // let the baseline consumer join its group
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
@@ -372,6 +362,30 @@ fn bench(
     String::from_utf8(out).unwrap()
 }
 
+/// Polls `c` on a thread until `done`; for each message whose `ip_of` is a
+/// grant in `sent`, records how long after sending it arrived (ms).
+fn time_arrivals(
+    c: BaseConsumer,
+    sent: Arc<Mutex<HashMap<String, Instant>>>,
+    done: Arc<AtomicBool>,
+    ip_of: fn(&[u8]) -> Option<String>,
+) -> (std::thread::JoinHandle<()>, Arc<Mutex<Vec<f64>>>) {
+    let out: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
+    let samples = out.clone();
+    let thread = std::thread::spawn(move || {
+        while !done.load(Ordering::Relaxed) {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+                let now = Instant::now();
+                let Some(ip) = ip_of(m.payload().unwrap_or_default()) else { continue };
+                if let Some(t) = sent.lock().unwrap().get(&ip).copied() {
+                    samples.lock().unwrap().push(now.duration_since(t).as_secs_f64() * 1000.0);
+                }
+            }
+        }
+    });
+    (thread, out)
+}
+
 /// Phase 1: sustained records/s over a preloaded topic.
 fn throughput(bootstrap: &str, create: &dyn Fn(&str, i32), n: u64, data: &Path, work: &Path, stamp: u128) -> String {
     let bootstrap = bootstrap.to_string();
@@ -439,15 +453,10 @@ fn plain_consume(bootstrap: &str, topic: &str, n: u64) -> (u64, f64) {
         .set("group.id", format!("{topic}-plain"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "10")
-        .set("fetch.max.bytes", "52428800")
-        .set("queued.max.messages.kbytes", "262144")
-        .set("max.partition.fetch.bytes", "8388608");
-    if let Ok(extra) = std::env::var("BENCH_KAFKA_EXTRA") {
-        for kv in extra.split(';').filter(|kv| !kv.trim().is_empty()) {
-            let (k, v) = kv.split_once('=').expect("key = value");
-            cfg.set(k.trim().trim_matches('"'), v.trim().trim_matches('"'));
-        }
+        // ccwatch's own default for its consumers.
+        .set("fetch.wait.max.ms", "10");
+    for (k, v) in consumer_props() {
+        cfg.set(k, v);
     }
     let c: BaseConsumer = cfg.create().unwrap();
     c.subscribe(&[topic]).unwrap();

@@ -225,6 +225,12 @@ async fn sigkill_mid_stream_and_restart_still_delivers_every_alert() {
                 eprintln!("missing: {}", &l[..l.len().min(400)]);
             }
         }
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        let again: std::collections::BTreeSet<String> = read_topic(&bootstrap, &t.alerts)
+            .iter()
+            .map(|r| String::from_utf8(r.key.clone().unwrap().into_bytes()).unwrap())
+            .collect();
+        eprintln!("DIAG reread: {} records; missing now {}", again.len(), want.difference(&again).count());
         for f in ["first.log", "second.log"] {
             eprintln!("== {f}\n{}", std::fs::read_to_string(dir.path().join(f)).unwrap_or_default());
         }

@@ -33,13 +33,17 @@ async fn load_samples(bootstrap: &str, t: &Topics) {
     produce::send(&producer, &t.logins, &logins).await.unwrap();
 }
 
-fn cluster(t: &Topics) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+/// A mock cluster with fresh topics, the samples loaded; and its bootstrap address.
+async fn loaded_cluster() -> (Topics, MockCluster<'static, rdkafka::producer::DefaultProducerContext>, String) {
+    let t = Topics::new();
     let c = MockCluster::new(1).unwrap();
     c.create_topic(&t.logins, 3, 1).unwrap();
     c.create_topic(&t.audit, 1, 1).unwrap();
     c.create_topic(&t.alerts, 1, 1).unwrap();
     c.create_topic(&t.dead, 1, 1).unwrap();
-    c
+    let bootstrap = c.bootstrap_servers();
+    load_samples(&bootstrap, &t).await;
+    (t, c, bootstrap)
 }
 
 struct Running {
@@ -69,10 +73,7 @@ async fn scrape(r: &Running) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_gives_replays_alerts_with_dead_letters_offsets_and_metrics() {
-    let t = Topics::new();
-    let c = cluster(&t);
-    let bootstrap = c.bootstrap_servers();
-    load_samples(&bootstrap, &t).await;
+    let (t, _cluster, bootstrap) = loaded_cluster().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("alerts.jsonl");
     let cfg = live_config(&bootstrap, &t, vec![kafka_sink(&t.alerts), file_sink(&file)]);
@@ -149,10 +150,7 @@ async fn live_gives_replays_alerts_with_dead_letters_offsets_and_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_errors_on_the_alerts_topic_are_retried_without_loss() {
-    let t = Topics::new();
-    let c = cluster(&t);
-    let bootstrap = c.bootstrap_servers();
-    load_samples(&bootstrap, &t).await;
+    let (t, c, bootstrap) = loaded_cluster().await;
     // From now on, the next produce requests fail with a non-retriable error.
     c.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 4]);
     let cfg = live_config(&bootstrap, &t, vec![kafka_sink(&t.alerts)]);
@@ -184,10 +182,7 @@ async fn broker_errors_on_the_alerts_topic_are_retried_without_loss() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_webhook_holds_offsets_until_it_recovers() {
-    let t = Topics::new();
-    let c = cluster(&t);
-    let bootstrap = c.bootstrap_servers();
-    load_samples(&bootstrap, &t).await;
+    let (t, _cluster, bootstrap) = loaded_cluster().await;
     let hook = Hook::default();
     hook.failing.store(true, Ordering::SeqCst);
     let url = hook.start().await;
@@ -274,10 +269,7 @@ fn run_without_kafka_settings_is_a_one_line_error() {
 /// a login found in one is rejected and counted, never processed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_in_an_inventory_file_is_rejected_not_processed() {
-    let t = Topics::new();
-    let c = cluster(&t);
-    let bootstrap = c.bootstrap_servers();
-    load_samples(&bootstrap, &t).await;
+    let (t, _cluster, bootstrap) = loaded_cluster().await;
     let dir = tempfile::tempdir().unwrap();
     let inventory = dir.path().join("inventory.jsonl");
     let grant = std::fs::read_to_string(root().join("samples/logins/login-events.jsonl"))

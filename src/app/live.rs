@@ -23,7 +23,7 @@ use crate::decode::{Decoded, Reject};
 use crate::event::{GrantClass, NormalizedEvent};
 use crate::score::aggregate::{Emit, EmitKind};
 use crate::sink::live::{DeadLetter, DeadLetters, Sink};
-use crate::source::intake::{Chunk, Intake, Item, Received, CHUNK};
+use crate::source::intake::{Chunk, Intake, Item, Received};
 use crate::source::kafka::{self, Assignment, LiveConsumer};
 use crate::source::merge::{Merge, Offsets, Stream};
 use crate::source::replay::{discover, Side};
@@ -480,9 +480,9 @@ pub async fn run_with(
             _ = tokio::time::sleep(Duration::from_millis(20)) => None,
         };
         if let Some(c) = chunk {
-            live.on_chunk(c);
             // Whatever else is queued, up to a turn's worth.
-            let mut taken = CHUNK;
+            let mut taken = c.items.len();
+            live.on_chunk(c);
             while taken < BATCH {
                 let Ok(c) = intake.rx.try_recv() else { break };
                 taken += c.items.len();

@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Messages per chunk at most (a chunk is whatever is already buffered).
-pub const CHUNK: usize = 1024;
+const CHUNK: usize = 1024;
 /// Chunks queued between intake and the run loop.
 const QUEUE: usize = 8;
 
@@ -84,6 +84,7 @@ pub struct Chunk {
 }
 
 impl Chunk {
+    /// A chunk whose first message was just received.
     fn new() -> Chunk {
         Chunk {
             received: Instant::now(),
@@ -226,14 +227,13 @@ async fn receive(
 ) {
     let audit = audit.as_deref();
     loop {
-        let mut chunk = Chunk::new();
         let first = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
             m = recv_opt(audit) => (Stream::Audit, m),
             m = login.recv() => (Stream::Login, m),
         };
-        chunk.received = Instant::now();
+        let mut chunk = Chunk::new();
         take_assignments(&login, &mut chunk);
         chunk.add(first.0, first.1);
         while chunk.items.len() < CHUNK {
