@@ -5,8 +5,16 @@
 #
 # Installs Tansu (a Kafka-compatible broker from crates.io) if it is missing
 # (one time, about 15 minutes on 2 cores), starts it on a free loopback port
-# with in-memory storage, exports CCWATCH_TEST_BROKER=127.0.0.1:PORT, runs the
-# command, and stops the broker whatever the command's outcome.
+# with SQLite storage in a fresh file, exports CCWATCH_TEST_BROKER=127.0.0.1:PORT,
+# runs the command, and stops the broker (and deletes its file) whatever the
+# command's outcome.
+#
+# Why not Tansu's in-memory engine: it cannot serve a fetch that starts inside
+# a record batch. Asked for offset 50 of a batch holding 0..99, it answers with
+# the next batch (100..), silently skipping 50..99. A consumer resuming from a
+# committed offset lands mid-batch all the time, so that engine loses records
+# on every restart (tests/live_broker.rs checks the broker for this first).
+# The SQLite engine serves such fetches correctly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -18,12 +26,14 @@ if ! command -v tansu >/dev/null 2>&1 || ! tansu --version 2>/dev/null | grep -q
 fi
 
 port="${CCWATCH_TEST_BROKER_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
-mkdir -p target
+mkdir -p target/test-broker
 log="target/test-broker.log"
-tansu broker --storage-engine memory://tansu/ \
+db="target/test-broker/tansu-$port.db"
+rm -f "$db" "$db-shm" "$db-wal"
+tansu broker --storage-engine "sqlite://$db" \
     --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" >"$log" 2>&1 &
 pid=$!
-trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true' EXIT
+trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -f "$db" "$db-shm" "$db-wal"' EXIT
 
 for _ in $(seq 1 100); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
