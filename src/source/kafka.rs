@@ -143,9 +143,12 @@ pub fn consumer_config(k: &KafkaConfig) -> ClientConfig {
 }
 
 /// Client settings, then the caller's `defaults`, then `producer_properties`,
-/// so the config file has the last word (`linger.ms`, `acks`…).
+/// so the config file has the last word (`linger.ms`, `acks`…). Statistics
+/// are a consumer matter (lag): producers only get them when
+/// `producer_properties` asks, since their default context logs each report.
 pub fn producer_config(k: &KafkaConfig, defaults: &[(&str, &str)]) -> ClientConfig {
     let mut c = client_config(k);
+    c.remove("statistics.interval.ms");
     for (key, v) in defaults {
         c.set(*key, *v);
     }
@@ -220,14 +223,16 @@ mod tests {
 
     #[test]
     fn the_config_files_properties_override_built_in_defaults() {
-        let mut k = KafkaConfig::plaintext("127.0.0.1:9092", "g", "logins", None, None, 0);
+        let mut k = KafkaConfig::plaintext("127.0.0.1:9092", "g", "logins", None, None, 500);
         k.producer.push(("linger.ms".into(), "50".into()));
         k.consumer.push(("fetch.wait.max.ms".into(), "100".into()));
         let p = producer_config(&k, &[("linger.ms", "1"), ("acks", "all")]);
         assert_eq!(p.get("linger.ms"), Some("50"));
+        assert_eq!(p.get("statistics.interval.ms"), None, "producers do not log statistics reports");
         assert_eq!(p.get("acks"), Some("all"));
         let c = consumer_config(&k);
         assert_eq!(c.get("fetch.wait.max.ms"), Some("100"));
+        assert_eq!(c.get("statistics.interval.ms"), Some("500"), "consumers report lag from statistics");
         assert_eq!(
             consumer_config(&KafkaConfig::plaintext("b:1", "g", "l", None, None, 0)).get("fetch.wait.max.ms"),
             Some("10")
