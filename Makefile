@@ -49,7 +49,7 @@ bench: bench-data
 ## end-to-end latency at 10,000 records/s (see BENCHMARKS.md).
 bench-kafka: build
 	$(CARGO) build --release --locked --example kafka_bench
-	scripts/test-broker.sh ./target/release/examples/kafka_bench
+	CCWATCH_TEST_BROKER_STORAGE=memory scripts/test-broker.sh ./target/release/examples/kafka_bench
 
 clean:
 	$(CARGO) clean

@@ -176,9 +176,10 @@ fn main() {
     let mut report = String::new();
     if let Ok(bootstrap) = std::env::var("CCWATCH_TEST_BROKER") {
         let create = |t: &str, p: i32| create_topics(&bootstrap, &[(t.to_string(), p)]);
+        let storage = std::env::var("CCWATCH_TEST_BROKER_STORAGE").unwrap_or_else(|_| "unknown".into());
         report += &bench(
             &bootstrap,
-            "Tansu 0.6.0 (memory storage), separate process",
+            &format!("Tansu 0.6.0 ({storage} storage), separate process"),
             &create,
             Some(n),
             seconds,

@@ -15,6 +15,11 @@
 # committed offset lands mid-batch all the time, so that engine loses records
 # on every restart (tests/live_broker.rs checks the broker for this first).
 # The SQLite engine serves such fetches correctly.
+#
+# CCWATCH_TEST_BROKER_STORAGE=memory selects the in-memory engine anyway:
+# `make bench-kafka` uses it, because the SQLite engine is one busy core that
+# serves ~5,000 records/s (BENCHMARKS.md), and a benchmark that reads each
+# topic once from its start, with no restart, never fetches mid-batch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -30,7 +35,13 @@ mkdir -p target/test-broker
 log="target/test-broker.log"
 db="target/test-broker/tansu-$port.db"
 rm -f "$db" "$db-shm" "$db-wal"
-tansu broker --storage-engine "sqlite://$db" \
+case "${CCWATCH_TEST_BROKER_STORAGE:=sqlite}" in
+    sqlite) engine="sqlite://$db" ;;
+    memory) engine="memory://tansu/" ;;
+    *) echo "test-broker: CCWATCH_TEST_BROKER_STORAGE must be sqlite or memory" >&2; exit 2 ;;
+esac
+export CCWATCH_TEST_BROKER_STORAGE
+tansu broker --storage-engine "$engine" \
     --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" >"$log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -f "$db" "$db-shm" "$db-wal"' EXIT
