@@ -100,6 +100,23 @@ async fn topics_for(bootstrap: &str, t: &Topics) {
     create_topics(bootstrap, &[(&t.logins, 3), (&t.audit, 1), (&t.alerts, 1), (&t.dead, 1)]).await;
 }
 
+/// Produces `payloads` to partition 0 of `topic` as two record batches of
+/// equal size: each half is enqueued before any ack is awaited.
+async fn in_two_batches(bootstrap: &str, topic: &str, payloads: &[String]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).set("linger.ms", "200").create().unwrap();
+    for batch in payloads.chunks(payloads.len().div_ceil(2)) {
+        let acks: Vec<_> = batch
+            .iter()
+            .map(|p| producer.send_result(FutureRecord::<(), str>::to(topic).payload(p).partition(0)).unwrap())
+            .collect();
+        for a in acks {
+            a.await.unwrap().unwrap();
+        }
+    }
+}
+
 /// The restart test below is only meaningful on a broker that serves a fetch
 /// starting inside a record batch, as Kafka does: a consumer resuming from a
 /// committed offset lands mid-batch. Tansu's in-memory engine answers such a
@@ -109,24 +126,12 @@ async fn topics_for(bootstrap: &str, t: &Topics) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_test_broker_serves_a_fetch_from_inside_a_record_batch() {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::producer::{FutureProducer, FutureRecord};
     use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
     let bootstrap = broker();
     let topic = unique("batches");
     create_topics(&bootstrap, &[(&topic, 1)]).await;
-    let producer: FutureProducer =
-        ClientConfig::new().set("bootstrap.servers", &bootstrap).set("linger.ms", "200").create().unwrap();
     let payloads: Vec<String> = (0..200).map(|i| format!("record {i}")).collect();
-    for batch in payloads.chunks(100) {
-        // Enqueue a batch's worth before awaiting any ack, so each lands as one record batch.
-        let acks: Vec<_> = batch
-            .iter()
-            .map(|p| producer.send_result(FutureRecord::<(), str>::to(&topic).payload(p).partition(0)).unwrap())
-            .collect();
-        for a in acks {
-            a.await.unwrap().unwrap();
-        }
-    }
+    in_two_batches(&bootstrap, &topic, &payloads).await;
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .set("group.id", unique("mid-batch"))
@@ -265,6 +270,7 @@ async fn sigkill_mid_stream_and_restart_still_delivers_every_alert() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert!(consumed_logins < total as f64, "the restart resumed from committed offsets, not from the start");
+    assert_eq!(metric(&m, "ccwatch_offset_gap_offsets_total"), 0.0, "the restart resumed at its committed offsets");
     signal(&second, "-TERM");
     assert!(wait_exit(&mut second, 30).success());
 
@@ -320,4 +326,81 @@ async fn sigkill_mid_stream_and_restart_still_delivers_every_alert() {
     }
     assert!(missing.is_empty(), "{} alerts lost across the crash: {missing:?}", missing.len());
     assert!(read_topic(&bootstrap, &t.alerts).len() > before);
+}
+
+/// Tansu's in-memory engine, started here on its own port, is a real broker
+/// that loses records: resuming at a committed offset inside a record batch,
+/// it delivers from the next batch on. ccwatch cannot get those records back,
+/// but it must not lose them silently: the skipped offsets are counted and
+/// logged with their range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_a_broker_skips_on_resume_are_counted_and_logged() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    struct Broker(Child);
+    impl Drop for Broker {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let port = free_port();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let url = format!("tcp://{bootstrap}");
+    let _broker = Broker(
+        Command::new("tansu")
+            .args([
+                "broker",
+                "--storage-engine",
+                "memory://tansu/",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+            ])
+            .arg(&url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu on PATH (scripts/test-broker.sh installs it)"),
+    );
+    eventually(30, "the in-memory broker to listen", || async {
+        std::net::TcpStream::connect(bootstrap.as_str()).is_ok()
+    })
+    .await;
+    let t = Topics::new();
+    create_topics(&bootstrap, &[(&t.logins, 1), (&t.audit, 1), (&t.alerts, 1), (&t.dead, 1)]).await;
+    let grant = std::fs::read_to_string(root().join("samples/logins/login-events.jsonl"))
+        .unwrap()
+        .lines()
+        .find(|l| l.contains("OAuth Client Credentials"))
+        .unwrap()
+        .to_string();
+    in_two_batches(&bootstrap, &t.logins, &vec![grant; 200]).await;
+    // An earlier instance processed offsets 0-49 of the first batch (0-99).
+    let earlier: BaseConsumer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &bootstrap).set("group.id", &t.group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&t.logins, 0, Offset::Offset(50)).unwrap();
+    earlier.commit(&tpl, CommitMode::Sync).unwrap();
+    drop(earlier);
+
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_port = free_port();
+    let cfg = write_config(dir.path(), &bootstrap, &t, metrics_port, "");
+    let log = dir.path().join("run.log");
+    let mut child = start_run(&cfg, &log);
+    let metrics = format!("http://127.0.0.1:{metrics_port}/metrics");
+    eventually(60, "the second batch consumed", || async {
+        metric(&get(&metrics).await.1, "ccwatch_processing_latency_seconds_count") >= 100.0
+    })
+    .await;
+    let m = get(&metrics).await.1;
+    assert_eq!(metric(&m, "ccwatch_offset_gap_offsets_total"), 50.0, "offsets 50-99 never arrived: {m}");
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, 30).success());
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        stderr.contains("no message for offsets") && stderr.contains("from=50") && stderr.contains("to=100"),
+        "{stderr}"
+    );
 }

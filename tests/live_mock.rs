@@ -133,6 +133,7 @@ async fn live_gives_replays_alerts_with_dead_letters_offsets_and_metrics() {
     assert!(metric(&m, "ccwatch_state_users") > 0.0 && metric(&m, "ccwatch_state_ips") > 0.0);
     assert_eq!(metric(&m, "ccwatch_audit_caught_up"), 1.0);
     assert_eq!(metric(&m, "ccwatch_pending_records"), 0.0);
+    assert_eq!(metric(&m, "ccwatch_offset_gap_offsets_total"), 0.0, "every offset was delivered");
     eventually(10, "consumer lag from librdkafka statistics", || async {
         scrape(&run).await.contains("ccwatch_consumer_lag_messages{partition=")
     })

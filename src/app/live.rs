@@ -9,7 +9,9 @@
 //! letters to every sink, and only then stores offsets for the messages whose
 //! records are all done. A failing sink stops the loop where it is: nothing
 //! further is consumed or stored until it accepts, so delivery is
-//! at-least-once and in order per partition.
+//! at-least-once and in order per partition. Offsets the broker never
+//! delivers (see `Offsets::open`) are counted and logged: at-least-once can
+//! only cover what arrives, so what does not arrive must at least be seen.
 //!
 //! Shutdown (SIGINT/SIGTERM cancels the token): stop intake, process every
 //! record already received, deliver, store and commit offsets synchronously,
@@ -191,7 +193,17 @@ impl Live {
             self.merge.advance(lane, latest);
         }
         if stream == Stream::Login {
-            self.offsets.open(partition, offset, events);
+            if let Some(gap) = self.offsets.open(partition, offset, events) {
+                self.metrics.offset_gaps.inc_by((gap.to - gap.from) as u64);
+                tracing::warn!(
+                    topic,
+                    partition,
+                    from = gap.from,
+                    to = gap.to,
+                    "The broker delivered no message for offsets [from, to): expected on a compacted or \
+                     transactional topic, otherwise those records never reached ccwatch."
+                );
+            }
             if events == 0 {
                 self.done.push((None, received));
             }
@@ -200,7 +212,15 @@ impl Live {
 
     fn on_assignment(&mut self, a: Assignment) {
         match a {
-            Assignment::Assigned(ps) => self.merge.assign(Stream::Login, &ps),
+            Assignment::Assigned(ps) => {
+                let partitions: Vec<i32> = ps.iter().map(|&(p, _)| p).collect();
+                self.merge.assign(Stream::Login, &partitions);
+                for (p, committed) in ps {
+                    if let Some(o) = committed {
+                        self.offsets.expect(p, o);
+                    }
+                }
+            }
             Assignment::Revoked(ps) => {
                 self.merge.revoke(Stream::Login, &ps);
                 self.offsets.forget(&ps);

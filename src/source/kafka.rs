@@ -12,6 +12,11 @@
 //!
 //! Both report end-of-partition (`enable.partition.eof`), which the event-time
 //! merge uses to know a lane has nothing older to deliver.
+//!
+//! On each assignment the rebalance callback also reads the group's committed
+//! offsets (one round trip), so the run loop can tell when the first message
+//! of a partition comes later than where reading should resume: offsets the
+//! broker skipped are counted, never passed over silently.
 
 use crate::config::live::KafkaConfig;
 use crate::telemetry::Metrics;
@@ -21,6 +26,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, Stre
 use rdkafka::error::KafkaResult;
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,7 +34,9 @@ use std::time::Duration;
 /// A partition assignment change, handed from librdkafka's thread to the run loop.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Assignment {
-    Assigned(Vec<i32>),
+    /// Partitions, each with the group's committed offset (where reading
+    /// resumes) when one is known.
+    Assigned(Vec<(i32, Option<i64>)>),
     Revoked(Vec<i32>),
 }
 
@@ -92,10 +100,36 @@ impl ClientContext for Context {
     }
 }
 
+/// The committed offset of each partition in `tpl` (one round trip to the
+/// group coordinator). `None` where nothing is committed or the lookup failed:
+/// reading then starts at `auto.offset.reset` and there is nothing to check.
+fn committed(c: &BaseConsumer<Context>, tpl: &TopicPartitionList, topic: &str) -> HashMap<i32, i64> {
+    match c.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+        Ok(got) => got
+            .elements()
+            .iter()
+            .filter(|e| e.topic() == topic)
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot read committed offsets; skipped-offset checks start at the first message.");
+            HashMap::new()
+        }
+    }
+}
+
 impl ConsumerContext for Context {
-    fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let change = match rebalance {
-            Rebalance::Assign(tpl) => Assignment::Assigned(self.partitions(tpl)),
+            Rebalance::Assign(tpl) => {
+                let committed = committed(c, tpl, &self.topic);
+                Assignment::Assigned(
+                    self.partitions(tpl).into_iter().map(|p| (p, committed.get(&p).copied())).collect(),
+                )
+            }
             Rebalance::Revoke(tpl) => Assignment::Revoked(self.partitions(tpl)),
             Rebalance::Error(e) => {
                 tracing::error!(error = %e, "Rebalance failed.");

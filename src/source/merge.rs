@@ -224,18 +224,40 @@ struct Part {
     last: Option<i64>,
     /// What was last returned by `storable`.
     stored: Option<i64>,
+    /// The committed offset the partition was assigned at, until its first message.
+    start: Option<i64>,
+}
+
+/// Offsets the broker skipped: `from..to` never arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    pub from: i64,
+    pub to: i64,
 }
 
 impl Offsets {
+    /// The partition was assigned and will be read from `committed` (its
+    /// first message should carry that offset).
+    pub fn expect(&mut self, partition: i32, committed: i64) {
+        self.parts.entry(partition).or_default().start = Some(committed);
+    }
+
     /// A message arrived carrying `records` records to finish (0: done now).
-    pub fn open(&mut self, partition: i32, offset: i64, records: u32) {
+    /// Returns the offsets skipped since the previous message (or since the
+    /// committed start), if any: Kafka offsets are dense unless the topic is
+    /// compacted or transactional, so a gap otherwise means records that
+    /// never reached ccwatch.
+    pub fn open(&mut self, partition: i32, offset: i64, records: u32) -> Option<Gap> {
         let p = self.parts.entry(partition).or_default();
+        let expected = p.last.map(|l| l + 1).or(p.start.take());
+        let gap = expected.filter(|&e| offset > e).map(|e| Gap { from: e, to: offset });
         if p.last.is_none_or(|l| offset > l) {
             p.last = Some(offset);
         }
         if records > 0 {
             *p.open.entry(offset).or_default() += records;
         }
+        gap
     }
 
     /// One record of the message at `offset` has been fully delivered.
@@ -365,6 +387,20 @@ mod tests {
         assert!(drain(&mut m).is_empty());
         m.revoke(Stream::Login, &[1]);
         assert_eq!(drain(&mut m), ["x"]);
+    }
+
+    #[test]
+    fn offsets_report_what_the_broker_skipped() {
+        let mut o = Offsets::default();
+        o.expect(0, 10);
+        // A broker that resumes at the next batch instead of the committed offset.
+        assert_eq!(o.open(0, 60, 1), Some(Gap { from: 10, to: 60 }));
+        assert_eq!(o.open(0, 61, 0), None);
+        assert_eq!(o.open(0, 63, 0), Some(Gap { from: 62, to: 63 }), "a transaction marker or compaction");
+        assert_eq!(o.open(0, 61, 0), None, "a redelivered earlier offset is not a gap");
+        o.expect(1, 5);
+        assert_eq!(o.open(1, 5, 0), None, "resumed exactly at the committed offset");
+        assert_eq!(o.open(2, 7, 0), None, "no committed offset known: nothing to compare with");
     }
 
     #[test]

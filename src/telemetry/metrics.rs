@@ -30,6 +30,9 @@ pub struct Metrics {
     pub consumer_lag: IntGaugeVec,
     pub offsets_stored: IntCounter,
     pub offset_store_failures: IntCounter,
+    /// Login offsets skipped between the expected next offset and the one
+    /// delivered: compaction, transaction markers, or a broker losing records.
+    pub offset_gaps: IntCounter,
     /// Records released from the event-time merge later than a record already processed.
     pub out_of_order: IntCounter,
     /// Records released before their turn because `kafka.max_pending` was reached.
@@ -159,6 +162,13 @@ impl Metrics {
                 &r,
                 "ccwatch_offset_store_failures_total",
                 "Offset stores refused (usually a partition revoked by a rebalance).",
+            ),
+            offset_gaps: counter(
+                &r,
+                "ccwatch_offset_gap_offsets_total",
+                "Login-topic offsets never delivered: between a partition's committed offset and its first \
+                 message, or between consecutive messages. Expected on compacted or transactional topics \
+                 (markers take an offset); otherwise records were skipped before reaching ccwatch.",
             ),
             out_of_order: counter(
                 &r,
