@@ -1,7 +1,11 @@
 //! `ccwatch produce` and `ccwatch run`, as a user runs them, against a real
 //! Kafka-protocol broker (Tansu, started by `scripts/test-broker.sh` under
 //! `make test`): alerts topic, dead-letter topic, committed offsets, the
-//! metrics endpoint, SIGTERM, and SIGKILL followed by a restart.
+//! metrics endpoint, SIGTERM, and SIGKILL followed by a restart. Also: that
+//! the broker itself serves a fetch starting inside a record batch (without
+//! which no at-least-once test means anything), and that offsets a broker
+//! really skips are counted and logged (against Tansu's in-memory engine,
+//! which this file starts for that one test).
 //!
 //! Compiled only with the `kafka-integration-tests` feature, which `make test`
 //! turns on, so a plain `cargo test` never reports them as passed without a broker.
