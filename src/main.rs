@@ -22,8 +22,11 @@ fn init_tracing(filter: &str, format: LogFormat) {
     }
 }
 
-/// Cancels the token on SIGINT or SIGTERM.
-fn shutdown_on_signals() -> CancellationToken {
+const SHUTDOWN_LIVE: &str = "Shutdown requested: finishing in-flight records, flushing sinks, committing offsets.";
+
+/// Cancels the token on SIGINT or SIGTERM. `run`, `demo` and `replay` all
+/// stop through it, so a job runner's SIGTERM ends each as cleanly as Ctrl-C.
+fn shutdown_on_signals(what: &'static str) -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
@@ -39,7 +42,7 @@ fn shutdown_on_signals() -> CancellationToken {
             _ = tokio::signal::ctrl_c() => {}
             _ = term => {}
         }
-        tracing::info!("Shutdown requested: finishing in-flight records, flushing sinks, committing offsets.");
+        tracing::warn!("{what}");
         t.cancel();
     });
     token
@@ -69,7 +72,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run { config } => {
             let cfg = Config::load(&config)?;
             let metrics = std::sync::Arc::new(ccwatch::telemetry::Metrics::new());
-            let report = app::live::run(&cfg, shutdown_on_signals(), metrics).await?;
+            let report = app::live::run(&cfg, shutdown_on_signals(SHUTDOWN_LIVE), metrics).await?;
             eprintln!(
                 "ccwatch run: stopped; {} messages consumed, {} rejected, {} alert lines delivered, offsets committed: {}",
                 report.messages, report.rejected, report.alert_lines, report.offsets_committed
@@ -112,7 +115,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 exit_when_caught_up: args.exit_when_caught_up,
                 format: args.format,
             };
-            app::demo::demo(&cfg, opts, shutdown_on_signals()).await?;
+            app::demo::demo(&cfg, opts, shutdown_on_signals(SHUTDOWN_LIVE)).await?;
             Ok(())
         }
         Command::Replay(args) => {
@@ -129,11 +132,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let cancel = Arc::new(AtomicBool::new(false));
             let flag = cancel.clone();
+            let signalled = shutdown_on_signals("Interrupted; closing open alerts and flushing output.");
             tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    tracing::warn!("Interrupted; closing open alerts and flushing output.");
-                    flag.store(true, Ordering::Relaxed);
-                }
+                signalled.cancelled().await;
+                flag.store(true, Ordering::Relaxed);
             });
             let summary = tokio::task::spawn_blocking(move || app::replay(&opts, &cfg, cancel)).await??;
             eprint!("{}", summary.render());

@@ -470,3 +470,38 @@ fn disorder_beyond_the_reorder_buffer_is_counted_not_lost() {
     let out = ccwatch(&["replay", "--config", cfg.to_str().unwrap(), f.to_str().unwrap()]);
     assert!(String::from_utf8(out.stderr).unwrap().contains("out_of_order=0 "));
 }
+
+/// SIGTERM (what a job runner sends) and SIGINT both end a replay cleanly:
+/// open alerts closed, output flushed, summary printed, exit 0. The last
+/// input is a FIFO whose writer stays open, so the replay is certainly still
+/// running when the signal arrives; closing the writer afterwards lets it end.
+#[test]
+fn sigterm_and_sigint_end_a_replay_cleanly() {
+    for sig in ["-TERM", "-INT"] {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("live.jsonl");
+        assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ccwatch"))
+            .current_dir(root())
+            .args(&SAMPLE_ARGS[..SAMPLE_ARGS.len() - 1])
+            .args(["--no-progress", "samples/logins"])
+            .arg(&fifo)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Opening for writing waits for ccwatch to open the FIFO; holding it
+        // open keeps the replay waiting for more input.
+        let writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        assert!(child.try_wait().unwrap().is_none(), "replay ended before the signal");
+        assert!(Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(writer);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{sig}: {:?} {stderr}", out.status);
+        assert!(stderr.contains("Interrupted; closing open alerts"), "{sig}: {stderr}");
+        assert!(stderr.contains("alerts"), "{sig}: the summary is printed: {stderr}");
+    }
+}
