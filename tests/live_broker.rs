@@ -336,7 +336,10 @@ async fn sigkill_mid_stream_and_restart_still_delivers_every_alert() {
 /// that loses records: resuming at a committed offset inside a record batch,
 /// it delivers from the next batch on. ccwatch cannot get those records back,
 /// but it must not lose them silently: the skipped offsets are counted and
-/// logged with their range.
+/// logged with their range. This relies on Tansu 0.6.0 (the version
+/// `scripts/test-broker.sh` pins) still having that bug; a Tansu that fixes
+/// it fails here first, with 0 gaps, and the test then needs another way to
+/// make a broker skip records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offsets_a_broker_skips_on_resume_are_counted_and_logged() {
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
