@@ -238,11 +238,10 @@ async fn sigkill_mid_stream_and_restart_still_delivers_every_alert() {
     // What replay says about the same archive, with the same settings.
     let replay = ccwatch().args(["replay", "--no-progress", "--config"]).arg(&cfg).arg(data.path()).output().unwrap();
     assert!(replay.status.success());
-    let want: std::collections::BTreeSet<String> = String::from_utf8(replay.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["alert_id"].as_str().unwrap().to_string())
-        .collect();
+    let replayed: Vec<serde_json::Value> =
+        String::from_utf8(replay.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let want: std::collections::BTreeSet<String> =
+        replayed.iter().map(|a| a["alert_id"].as_str().unwrap().to_string()).collect();
     assert!(want.len() > 20, "the archive should raise many alerts, got {}", want.len());
     hook.delay_ms.store(20, std::sync::atomic::Ordering::SeqCst);
     let mut first = start_run(&cfg, &dir.path().join("first.log"));
@@ -284,24 +283,22 @@ async fn sigkill_mid_stream_and_restart_still_delivers_every_alert() {
         .collect();
     let missing: Vec<&String> = want.difference(&got).collect();
     if !missing.is_empty() {
-        let replayed =
-            ccwatch().args(["replay", "--no-progress", "--config"]).arg(&cfg).arg(data.path()).output().unwrap();
-        for l in String::from_utf8_lossy(&replayed.stdout).lines() {
-            if missing.iter().any(|m| l.contains(m.as_str())) {
-                eprintln!("missing: {}", &l[..l.len().min(400)]);
-            }
-        }
-        // Where the missing alerts' first grants sit in the logins topic.
+        // Each missing alert as replay wrote it and, for a grant, where its
+        // first record sits in the logins topic.
         let logins_read = read_topic(&bootstrap, &t.logins);
         eprintln!("DIAG committed at kill {committed_at_kill:?}; ends {ends:?}");
-        for l in String::from_utf8_lossy(&replayed.stdout).lines() {
-            let a: serde_json::Value = serde_json::from_str(l).unwrap();
+        for a in &replayed {
             let id = a["alert_id"].as_str().unwrap_or_default();
-            if a["rule"] != "client_credentials_grant" || !missing.iter().any(|m| m.as_str() == id) {
+            if !missing.iter().any(|m| m.as_str() == id) {
                 continue;
             }
+            let line = a.to_string();
+            eprintln!("missing: {}", &line[..line.len().min(400)]);
             let (user, ip, first) = (a["user_id"].as_str(), a["source_ip"].as_str(), a["first_seen"].as_str());
             let (Some(user), Some(ip), Some(first)) = (user, ip, first) else { continue };
+            if a["rule"] != "client_credentials_grant" {
+                continue;
+            }
             let at = logins_read.iter().find(|r| {
                 let v = String::from_utf8_lossy(&r.value);
                 v.contains(user) && v.contains(ip) && v.contains(&first[..19])
