@@ -370,11 +370,17 @@ fn chunk_boundaries_keep_records_whole_and_lines_exact() {
     let base = std::fs::read_to_string(root().join("samples/logins/login-events.jsonl")).unwrap();
     let good: Vec<&str> =
         base.lines().filter(|l| l.starts_with("{\"attributes\"") && l.contains("\"Username\"")).collect();
+    // Past 17 MiB, so the plain file is read through three mapped segments
+    // (8 MiB each) and the gzipped copy through the streaming reader.
     let mut jsonl = String::new();
     let mut n = 0u64;
-    while jsonl.len() < 3 << 20 {
+    let mut late_broken = 0u64;
+    while jsonl.len() < 17 << 20 {
         n += 1;
-        if n == 2500 {
+        if late_broken == 0 && jsonl.len() > (8 << 20) + (300 << 10) {
+            late_broken = n;
+        }
+        if n == 2500 || n == late_broken {
             jsonl.push_str("{\"broken\": \n");
         } else {
             jsonl.push_str(good[(n as usize) % good.len()]);
@@ -433,11 +439,13 @@ fn chunk_boundaries_keep_records_whole_and_lines_exact() {
         [
             ("big.csv".to_string(), csv_bad_line, "bad_timestamp".to_string()),
             ("big.jsonl".to_string(), 2500, "invalid_json".to_string()),
+            ("big.jsonl".to_string(), late_broken, "invalid_json".to_string()),
             ("big2.jsonl.gz".to_string(), 2500, "invalid_json".to_string()),
+            ("big2.jsonl.gz".to_string(), late_broken, "invalid_json".to_string()),
         ],
         "{summary}"
     );
-    let login_events = 2 * (n - 1);
+    let login_events = 2 * (n - 2);
     assert!(summary.contains(&format!("elf_login={rows} ")), "{summary}");
     assert!(summary.contains(&format!("login_event={login_events} ")), "{summary}");
 }
