@@ -566,81 +566,60 @@ impl<'a> Parser<'a> {
     }
 
     /// The hot path: the members of a top-level object in a plain text (no
-    /// escapes, no control bytes), recorded as offsets. Strings end at the next
-    /// quote in the bitmap; nothing is sliced or copied; nested values go
-    /// through the general parser.
+    /// escapes, no control bytes), recorded as offsets. Runs of compact
+    /// `"key":"value",` members go through `compact_run`; any other member
+    /// (numbers, nested values, whitespace) through the general parser.
     fn plain_members(&mut self, out: &mut Vec<Member>, slots: &mut [u8; 256]) -> Result<(), JsonError> {
         if self.open_container(b'{', b'}', "expected object")? {
             return Ok(());
         }
         let bytes = self.bytes;
         loop {
+            match compact_run(bytes, &self.quotes, self.pos, out, slots) {
+                Run::Closed(end) => {
+                    self.pos = end;
+                    return Ok(());
+                }
+                Run::AfterValue(at) => {
+                    self.pos = at;
+                    if self.after_item(b'}', "expected ',' or '}'")? {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Run::Other(at) => self.pos = at,
+            }
             self.skip_ws();
             if self.peek() != Some(b'"') {
                 return Err(self.err("expected object key"));
             }
             let key = self.pos + 1;
             let key_end = self.closing_quote(key)?;
-            let (tag, val, val_end) = if bytes.get(key_end + 1) == Some(&b':') && bytes.get(key_end + 2) == Some(&b'"')
-            {
-                // Compact `"key":"value"`, the shape of nearly every member.
-                let start = key_end + 3;
-                let end = self.closing_quote(start)?;
-                self.pos = end + 1;
-                (TAG_STR, start, end)
-            } else {
-                self.pos = key_end + 1;
-                self.skip_ws();
-                if self.peek() != Some(b':') {
-                    return Err(self.err("expected ':'"));
-                }
-                self.pos += 1;
-                self.skip_ws();
-                let start = self.pos;
-                let tag = match self.value(1)? {
-                    Val::Null => TAG_NULL,
-                    Val::Bool(false) => TAG_FALSE,
-                    Val::Bool(true) => TAG_TRUE,
-                    Val::Num(_) => TAG_NUM,
-                    Val::Str(_) => TAG_STR,
-                    Val::Obj(_) => TAG_OBJ,
-                    Val::Arr(_) => TAG_ARR,
-                };
-                match tag {
-                    TAG_NULL | TAG_FALSE | TAG_TRUE => (tag, 0, 0),
-                    TAG_STR => (tag, start + 1, self.pos - 1),
-                    _ => (tag, start, self.pos),
-                }
-            };
-            let i = out.len();
-            let mut next = 0;
-            if i < 255 {
-                let h = usize::from(key_hash(&bytes[key..key_end]));
-                next = slots[h];
-                slots[h] = i as u8 + 1;
+            self.pos = key_end + 1;
+            self.skip_ws();
+            if self.peek() != Some(b':') {
+                return Err(self.err("expected ':'"));
             }
-            out.push(Member {
-                key: key as u32,
-                key_len: (key_end - key) as u32,
-                val: val as u32,
-                val_len: (val_end - val) as u32,
-                tag,
-                key_escaped: false,
-                val_escaped: false,
-                next,
-            });
-            // Compact `,` / `}` directly; anything else through the general rule.
-            match bytes.get(self.pos) {
-                Some(b',') => self.pos += 1,
-                Some(b'}') => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                _ => {
-                    if self.after_item(b'}', "expected ',' or '}'")? {
-                        return Ok(());
-                    }
-                }
+            self.pos += 1;
+            self.skip_ws();
+            let start = self.pos;
+            let tag = match self.value(1)? {
+                Val::Null => TAG_NULL,
+                Val::Bool(false) => TAG_FALSE,
+                Val::Bool(true) => TAG_TRUE,
+                Val::Num(_) => TAG_NUM,
+                Val::Str(_) => TAG_STR,
+                Val::Obj(_) => TAG_OBJ,
+                Val::Arr(_) => TAG_ARR,
+            };
+            let (val, val_end) = match tag {
+                TAG_NULL | TAG_FALSE | TAG_TRUE => (0, 0),
+                TAG_STR => (start + 1, self.pos - 1),
+                _ => (start, self.pos),
+            };
+            push_member(bytes, out, slots, key, key_end, tag, val, val_end);
+            if self.after_item(b'}', "expected ',' or '}'")? {
+                return Ok(());
             }
         }
     }
@@ -744,6 +723,94 @@ impl<'a> Parser<'a> {
             }
         }
     }
+}
+
+/// Where a run of compact members stopped.
+enum Run {
+    /// The object's closing brace was consumed; the object ends here.
+    Closed(usize),
+    /// A member was recorded but is not followed directly by `,` or `}`.
+    AfterValue(usize),
+    /// The member starting here is not a compact string member (or is malformed):
+    /// the general parser takes it, and reports any error.
+    Other(usize),
+}
+
+/// Records consecutive compact `"key":"value",` members starting at `pos` of a
+/// plain text, using the quote bitmap as a cursor: the current word stays in a
+/// register and each string end is one bit pop. Stops at the first member of
+/// any other shape without consuming it.
+#[inline(always)]
+fn compact_run(bytes: &[u8], quotes: &[u64], mut pos: usize, out: &mut Vec<Member>, slots: &mut [u8; 256]) -> Run {
+    let mut w = pos / 64;
+    let Some(&first) = quotes.get(w) else { return Run::Other(pos) };
+    let mut bits = first & (u64::MAX << (pos % 64));
+    // The next quote at or after the cursor, consumed; `None` past the end.
+    macro_rules! pop {
+        () => {{
+            while bits == 0 {
+                w += 1;
+                match quotes.get(w) {
+                    Some(&b) => bits = b,
+                    None => return Run::Other(pos),
+                }
+            }
+            let at = w * 64 + bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            at
+        }};
+    }
+    loop {
+        if pop!() != pos {
+            return Run::Other(pos);
+        }
+        let key = pos + 1;
+        let key_end = pop!();
+        if bytes.get(key_end + 1..key_end + 3) != Some(b":\"") {
+            return Run::Other(pos);
+        }
+        // The value's opening quote is at `key_end + 2`: the next bit.
+        let _ = pop!();
+        let val_end = pop!();
+        push_member(bytes, out, slots, key, key_end, TAG_STR, key_end + 3, val_end);
+        match bytes.get(val_end + 1) {
+            Some(b',') => pos = val_end + 2,
+            Some(b'}') => return Run::Closed(val_end + 2),
+            _ => return Run::AfterValue(val_end + 1),
+        }
+    }
+}
+
+/// Appends one unescaped member and chains it into the key-hash slots.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn push_member(
+    bytes: &[u8],
+    out: &mut Vec<Member>,
+    slots: &mut [u8; 256],
+    key: usize,
+    key_end: usize,
+    tag: u8,
+    val: usize,
+    val_end: usize,
+) {
+    let i = out.len();
+    let mut next = 0;
+    if i < 255 {
+        let h = usize::from(key_hash(&bytes[key..key_end]));
+        next = slots[h];
+        slots[h] = i as u8 + 1;
+    }
+    out.push(Member {
+        key: key as u32,
+        key_len: (key_end - key) as u32,
+        val: val as u32,
+        val_len: (val_end - val) as u32,
+        tag,
+        key_escaped: false,
+        val_escaped: false,
+        next,
+    });
 }
 
 /// The quote bitmap, sixteen bytes at a time.
@@ -1023,6 +1090,38 @@ mod tests {
             let ours = Object::parse(&text).is_ok();
             let theirs = serde_json::from_str::<serde_json::Value>(&text).is_ok();
             proptest::prop_assert_eq!(ours, theirs, "input {:?}", s);
+        }
+
+        #[test]
+        fn one_byte_edits_of_a_long_compact_object_agree_with_serde_json(
+            at in 0usize..1000,
+            edit in 0u8..3,
+            ch in proptest::sample::select(b"\",:{}[] x1-n".to_vec()),
+        ) {
+            // Long and compact, so the edit lands in (or next to) the compact-member run.
+            let mut text = String::from(r#"{"attributes":{"type":"LoginEvent","url":"/x"},"A":"alpha","B":"","N":-1.5e3,"#);
+            for i in 0..12 {
+                text.push_str(&format!(r#""Key{i}":"value number {i}","#));
+            }
+            text.push_str(r#""Z":null,"T":true,"Last":"end"}"#);
+            let mut bytes = text.into_bytes();
+            let i = at % bytes.len();
+            match edit {
+                0 => { bytes.remove(i); }
+                1 => bytes.insert(i, ch),
+                _ => bytes[i] = ch,
+            }
+            let text = String::from_utf8(bytes).unwrap();
+            let ours = Object::parse(&text);
+            let theirs = serde_json::from_str::<serde_json::Value>(&text);
+            proptest::prop_assert_eq!(ours.is_ok(), theirs.as_ref().is_ok_and(|v| v.is_object()), "{}", text);
+            if let (Ok(o), Ok(serde_json::Value::Object(m))) = (ours, theirs) {
+                for (k, v) in &m {
+                    if let serde_json::Value::String(s) = v {
+                        proptest::prop_assert_eq!(o.get(k).and_then(|v| v.text()).map(|c| c.into_owned()), Some(s.clone()));
+                    }
+                }
+            }
         }
 
         #[test]
