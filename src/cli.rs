@@ -122,6 +122,10 @@ pub struct ReplayArgs {
     /// Never draw a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Read input files through a buffer instead of mapping them into memory
+    /// (for logs that may be truncated in place while replay reads them).
+    #[arg(long)]
+    pub no_mmap: bool,
     /// Input files or directories.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,

@@ -129,6 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 output: args.output,
                 format: args.format,
                 progress: !args.no_progress,
+                mmap: !args.no_mmap,
             };
             let cancel = Arc::new(AtomicBool::new(false));
             let flag = cancel.clone();

@@ -411,43 +411,42 @@ fn chunk_boundaries_keep_records_whole_and_lines_exact() {
     let csv_path = dir.path().join("big.csv");
     std::fs::write(&csv_path, &csv).unwrap();
 
-    let rejects = dir.path().join("r.jsonl");
-    let out = ccwatch(&[
-        "replay",
-        "--rejects",
-        rejects.to_str().unwrap(),
-        big.to_str().unwrap(),
-        gz_path.to_str().unwrap(),
-        csv_path.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let summary = String::from_utf8(out.stderr).unwrap();
-    let recs: Vec<serde_json::Value> =
-        std::fs::read_to_string(&rejects).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let mut got: Vec<(String, u64, String)> = recs
-        .iter()
-        .map(|r| {
-            let f = r["file"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
-            (f, r["line"].as_u64().unwrap(), r["reason"].as_str().unwrap().to_string())
-        })
-        .collect();
-    got.sort();
-    // Each CSV row spans two lines; the bad row starts after the header and all good rows.
-    let csv_bad_line = 2 + rows * 2;
-    assert_eq!(
-        got,
-        [
-            ("big.csv".to_string(), csv_bad_line, "bad_timestamp".to_string()),
-            ("big.jsonl".to_string(), 2500, "invalid_json".to_string()),
-            ("big.jsonl".to_string(), late_broken, "invalid_json".to_string()),
-            ("big2.jsonl.gz".to_string(), 2500, "invalid_json".to_string()),
-            ("big2.jsonl.gz".to_string(), late_broken, "invalid_json".to_string()),
-        ],
-        "{summary}"
-    );
-    let login_events = 2 * (n - 2);
-    assert!(summary.contains(&format!("elf_login={rows} ")), "{summary}");
-    assert!(summary.contains(&format!("login_event={login_events} ")), "{summary}");
+    // Mapped (the default) and read through the buffer (`--no-mmap`): the same outcome.
+    for flags in [&[][..], &["--no-mmap"][..]] {
+        let rejects = dir.path().join("r.jsonl");
+        let mut args = vec!["replay", "--rejects", rejects.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        args.extend([big.to_str().unwrap(), gz_path.to_str().unwrap(), csv_path.to_str().unwrap()]);
+        let out = ccwatch(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let summary = String::from_utf8(out.stderr).unwrap();
+        let recs: Vec<serde_json::Value> =
+            std::fs::read_to_string(&rejects).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let mut got: Vec<(String, u64, String)> = recs
+            .iter()
+            .map(|r| {
+                let f = r["file"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+                (f, r["line"].as_u64().unwrap(), r["reason"].as_str().unwrap().to_string())
+            })
+            .collect();
+        got.sort();
+        // Each CSV row spans two lines; the bad row starts after the header and all good rows.
+        let csv_bad_line = 2 + rows * 2;
+        assert_eq!(
+            got,
+            [
+                ("big.csv".to_string(), csv_bad_line, "bad_timestamp".to_string()),
+                ("big.jsonl".to_string(), 2500, "invalid_json".to_string()),
+                ("big.jsonl".to_string(), late_broken, "invalid_json".to_string()),
+                ("big2.jsonl.gz".to_string(), 2500, "invalid_json".to_string()),
+                ("big2.jsonl.gz".to_string(), late_broken, "invalid_json".to_string()),
+            ],
+            "{summary}"
+        );
+        let login_events = 2 * (n - 2);
+        assert!(summary.contains(&format!("elf_login={rows} ")), "{summary}");
+        assert!(summary.contains(&format!("login_event={login_events} ")), "{summary}");
+    }
 }
 
 /// Records displaced further than the reorder buffer are still processed, and

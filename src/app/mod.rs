@@ -40,6 +40,8 @@ pub struct ReplayOptions {
     pub format: Format,
     /// Draw a progress bar (only honoured when stderr is a terminal).
     pub progress: bool,
+    /// Map plain input files into memory (the default) instead of reading them.
+    pub mmap: bool,
 }
 
 /// What one run did, as printed to stderr at the end.
@@ -256,6 +258,9 @@ pub fn replay(opts: &ReplayOptions, cfg: &Config, cancel: Arc<AtomicBool>) -> an
     }
 
     let mut events = Replay::new(&files, cfg.replay.reorder_buffer, cancel);
+    if !opts.mmap {
+        events = events.without_mmap();
+    }
     while let Some(s) = events.next(&mut tally) {
         tally.summary.count_event(&s.event);
         let t = s.event.time();

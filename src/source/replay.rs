@@ -439,6 +439,8 @@ struct FileStream {
     opened: bool,
     file: PathBuf,
     chunk_size: usize,
+    /// Map plain files (see `Src::Mapped`) rather than read them.
+    map: bool,
 }
 
 impl FileStream {
@@ -456,7 +458,8 @@ impl FileStream {
         if let Err(e) = file.seek(SeekFrom::Start(0)) {
             return reject(side, RejectReason::ReadError, e.to_string());
         }
-        let mut reader = match (gz, mappable(&file)) {
+        let len = if self.map { mappable(&file) } else { None };
+        let mut reader = match (gz, len) {
             (false, Some(len)) => ChunkReader::mapped(file, len, self.chunk_size),
             (true, _) => ChunkReader::stream(Box::new(flate2::read::MultiGzDecoder::new(file)), self.chunk_size),
             (false, None) => ChunkReader::stream(Box::new(file), self.chunk_size),
@@ -633,8 +636,9 @@ fn mappable(file: &File) -> Option<u64> {
 /// instead of a page fault per 4 KiB on the decoding threads).
 ///
 /// A mapped file that another process truncates while replay reads it would
-/// fault; archives under investigation are not rewritten in place, and the
-/// streaming reader stays for everything that is not a plain file.
+/// fault (SIGBUS). Archives under investigation are not rewritten in place;
+/// for files that may be, `replay --no-mmap` reads through the buffer instead,
+/// as `ripgrep --no-mmap` does.
 fn map_segment(file: &File, offset: u64, size: u64) -> io::Result<Bytes> {
     let size = usize::try_from(size).map_err(|_| io::Error::other("segment larger than the address space"))?;
     // SAFETY: the map is read-only and private to this process; see above for
@@ -682,6 +686,7 @@ impl Replay {
                 opened: false,
                 file: f.clone(),
                 chunk_size,
+                map: true,
             })
             .collect();
         Replay {
@@ -693,6 +698,17 @@ impl Replay {
             cancel,
             out_of_order: 0,
         }
+    }
+
+    /// Reads every file through a buffer instead of mapping plain files, for
+    /// files that may be truncated in place while replay reads them (a log
+    /// rotated with `copytruncate`): a mapped file truncated under the reader
+    /// kills the process with SIGBUS.
+    pub fn without_mmap(mut self) -> Replay {
+        for s in &mut self.streams {
+            s.map = false;
+        }
+        self
     }
 
     fn pull(&mut self, i: usize, side: &mut dyn Side) {
