@@ -99,6 +99,19 @@ impl<'a> Val<'a> {
         }
     }
 
+    /// The member tag this value is stored under.
+    fn tag(&self) -> u8 {
+        match self {
+            Val::Null => TAG_NULL,
+            Val::Bool(false) => TAG_FALSE,
+            Val::Bool(true) => TAG_TRUE,
+            Val::Num(_) => TAG_NUM,
+            Val::Str(_) => TAG_STR,
+            Val::Obj(_) => TAG_OBJ,
+            Val::Arr(_) => TAG_ARR,
+        }
+    }
+
     pub fn type_name(&self) -> &'static str {
         match self {
             Val::Null => "null",
@@ -179,7 +192,7 @@ impl<'a> Object<'a> {
         let mut slots = [0u8; 256];
         let mut scan_only = false;
         if p.plain {
-            p.plain_members(&mut members, &mut slots)?;
+            p.plain_members::<true>(1, &mut members, &mut slots)?;
             p.skip_ws();
             if p.pos != p.bytes.len() {
                 return Err(p.err("trailing characters after object"));
@@ -258,7 +271,9 @@ impl<'a> Object<'a> {
         let text = self.text.as_bytes();
         let mut i = usize::from(self.slots[usize::from(key_hash(key))]);
         while let Some(m) = i.checked_sub(1).and_then(|i| self.members.get(i)) {
-            if m.key_len as usize == key.len() && text.get(m.key as usize..(m.key + m.key_len) as usize) == Some(key) {
+            if m.key_len as usize == key.len()
+                && text.get(m.key as usize..(m.key + m.key_len) as usize).is_some_and(|k| same_bytes(k, key))
+            {
                 return Some(self.value(m));
             }
             i = usize::from(m.next);
@@ -319,6 +334,32 @@ fn compact_first_member<'a>(obj: &'a str, key: &str) -> Option<&'a str> {
     let rest = obj.strip_prefix("{\"")?.strip_prefix(key)?.strip_prefix("\":\"")?;
     let end = memchr::memchr2(b'"', b'\\', rest.as_bytes())?;
     (rest.as_bytes()[end] == b'"').then(|| &rest[..end])
+}
+
+/// Byte equality of two short slices of equal length, inline: keys are a few
+/// to a few dozen bytes, where a call to `memcmp` costs more than comparing.
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().unwrap_or([0; 8]));
+    let half = |s: &[u8], i: usize| u32::from_le_bytes(s[i..i + 4].try_into().unwrap_or([0; 4]));
+    match n {
+        0..4 => a == b,
+        4..8 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        _ => {
+            let mut i = 0;
+            while i + 8 < n {
+                if word(a, i) != word(b, i) {
+                    return false;
+                }
+                i += 8;
+            }
+            word(a, n - 8) == word(b, n - 8)
+        }
+    }
 }
 
 fn is_blank(s: &str) -> bool {
@@ -569,13 +610,24 @@ impl<'a> Parser<'a> {
     /// escapes, no control bytes), recorded as offsets. Runs of compact
     /// `"key":"value",` members go through `compact_run`; any other member
     /// (numbers, nested values, whitespace) through the general parser.
-    fn plain_members(&mut self, out: &mut Vec<Member>, slots: &mut [u8; 256]) -> Result<(), JsonError> {
+    ///
+    /// With `RECORD` false the object is only validated (a nested object of
+    /// a plain text, such as a REST row's `attributes`), through the same loop.
+    fn plain_members<const RECORD: bool>(
+        &mut self,
+        depth: usize,
+        out: &mut Vec<Member>,
+        slots: &mut [u8; 256],
+    ) -> Result<(), JsonError> {
+        if depth > MAX_DEPTH {
+            return Err(self.err("nesting too deep"));
+        }
         if self.open_container(b'{', b'}', "expected object")? {
             return Ok(());
         }
         let bytes = self.bytes;
         loop {
-            match compact_run(bytes, &self.quotes, self.pos, out, slots) {
+            match compact_run::<RECORD>(bytes, &self.quotes, self.pos, out, slots) {
                 Run::Closed(end) => {
                     self.pos = end;
                     return Ok(());
@@ -603,21 +655,21 @@ impl<'a> Parser<'a> {
             self.pos += 1;
             self.skip_ws();
             let start = self.pos;
-            let tag = match self.value(1)? {
-                Val::Null => TAG_NULL,
-                Val::Bool(false) => TAG_FALSE,
-                Val::Bool(true) => TAG_TRUE,
-                Val::Num(_) => TAG_NUM,
-                Val::Str(_) => TAG_STR,
-                Val::Obj(_) => TAG_OBJ,
-                Val::Arr(_) => TAG_ARR,
+            let tag = match self.peek() {
+                Some(b'{') => {
+                    self.plain_members::<false>(depth + 1, out, slots)?;
+                    TAG_OBJ
+                }
+                _ => self.value(depth)?.tag(),
             };
             let (val, val_end) = match tag {
                 TAG_NULL | TAG_FALSE | TAG_TRUE => (0, 0),
                 TAG_STR => (start + 1, self.pos - 1),
                 _ => (start, self.pos),
             };
-            push_member(bytes, out, slots, key, key_end, tag, val, val_end);
+            if RECORD {
+                push_member(bytes, out, slots, key, key_end, tag, val, val_end);
+            }
             if self.after_item(b'}', "expected ',' or '}'")? {
                 return Ok(());
             }
@@ -741,7 +793,13 @@ enum Run {
 /// register and each string end is one bit pop. Stops at the first member of
 /// any other shape without consuming it.
 #[inline(always)]
-fn compact_run(bytes: &[u8], quotes: &[u64], mut pos: usize, out: &mut Vec<Member>, slots: &mut [u8; 256]) -> Run {
+fn compact_run<const RECORD: bool>(
+    bytes: &[u8],
+    quotes: &[u64],
+    mut pos: usize,
+    out: &mut Vec<Member>,
+    slots: &mut [u8; 256],
+) -> Run {
     let mut w = pos / 64;
     let Some(&first) = quotes.get(w) else { return Run::Other(pos) };
     let mut bits = first & (u64::MAX << (pos % 64));
@@ -772,7 +830,9 @@ fn compact_run(bytes: &[u8], quotes: &[u64], mut pos: usize, out: &mut Vec<Membe
         // The value's opening quote is at `key_end + 2`: the next bit.
         let _ = pop!();
         let val_end = pop!();
-        push_member(bytes, out, slots, key, key_end, TAG_STR, key_end + 3, val_end);
+        if RECORD {
+            push_member(bytes, out, slots, key, key_end, TAG_STR, key_end + 3, val_end);
+        }
         match bytes.get(val_end + 1) {
             Some(b',') => pos = val_end + 2,
             Some(b'}') => return Run::Closed(val_end + 2),

@@ -282,6 +282,8 @@ mod tests {
         fn agrees_with_chrono(ms in 0i64..253_402_300_799_999) {
             let s = EventTime(ms).to_string();
             proptest::prop_assert_eq!(parse_timestamp(&s), Some(EventTime(ms)));
+            let salesforce = s.replace('Z', "+0000");
+            proptest::prop_assert_eq!(parse_timestamp(&salesforce), Some(EventTime(ms)), "{}", salesforce);
         }
     }
 }
