@@ -122,8 +122,8 @@ pub struct ReplayArgs {
     /// Never draw a progress bar.
     #[arg(long)]
     pub no_progress: bool,
-    /// Read input files through a buffer instead of mapping them into memory
-    /// (for logs that may be truncated in place while replay reads them).
+    /// Read input and inventory files through a buffer instead of mapping them
+    /// into memory (for logs that may be truncated in place while replay reads them).
     #[arg(long)]
     pub no_mmap: bool,
     /// Input files or directories.

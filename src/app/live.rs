@@ -445,7 +445,8 @@ pub async fn run_with(
     if !cfg.live.inventory.is_empty() {
         let files = discover(&cfg.live.inventory)?;
         let cancel = Arc::new(AtomicBool::new(false));
-        let (applied, _) = crate::app::load_inventory(&files, cfg, cancel, &mut pipeline, &mut InventorySide(&metrics));
+        let (applied, _) =
+            crate::app::load_inventory(&files, cfg, true, cancel, &mut pipeline, &mut InventorySide(&metrics));
         tracing::info!(?applied, "Inventory baseline applied.");
     }
 

@@ -192,9 +192,11 @@ fn drain_outputs(pending: &mut Vec<Output>, tally: &mut Tally, writer: &mut Aler
 /// and PermissionSetAssignment records go into `pipeline`; any other record
 /// is rejected through `side`, never processed. Shared by replay and `run`.
 /// Returns the records applied per kind and how many were out of order.
+/// `mmap`: map plain files (see `Replay::without_mmap`).
 pub fn load_inventory(
     files: &[PathBuf],
     cfg: &Config,
+    mmap: bool,
     cancel: Arc<AtomicBool>,
     pipeline: &mut Pipeline,
     side: &mut dyn Side,
@@ -203,6 +205,9 @@ pub fn load_inventory(
     // Inventory records raise nothing (no observation, no watermark move).
     let mut none = Vec::new();
     let mut inv = Replay::new(files, cfg.replay.reorder_buffer, cancel);
+    if !mmap {
+        inv = inv.without_mmap();
+    }
     while let Some(s) = inv.next(side) {
         if let NormalizedEvent::Inventory(_) = s.event {
             *applied.entry(s.event.kind().label()).or_default() += 1;
@@ -252,7 +257,8 @@ pub fn replay(opts: &ReplayOptions, cfg: &Config, cancel: Arc<AtomicBool>) -> an
     let mut pipeline = Pipeline::new(cfg);
     let mut pending: Vec<Output> = Vec::new();
     // The inventory is the baseline: it is applied before any event.
-    let (applied, inventory_out_of_order) = load_inventory(&inventory, cfg, cancel.clone(), &mut pipeline, &mut tally);
+    let (applied, inventory_out_of_order) =
+        load_inventory(&inventory, cfg, opts.mmap, cancel.clone(), &mut pipeline, &mut tally);
     for (kind, n) in applied {
         *tally.summary.read.entry(kind).or_default() += n;
     }
