@@ -35,7 +35,9 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn write_config(dir: &Path, bootstrap: &str, t: &Topics, port: u16, extra: &str) -> std::path::PathBuf {
+/// A config for `ccwatch run` against `t`; `warmup`: `kafka.warmup_messages`;
+/// `extra`: more top-level TOML (sinks).
+fn write_config(dir: &Path, bootstrap: &str, t: &Topics, port: u16, warmup: u64, extra: &str) -> std::path::PathBuf {
     let base = std::fs::read_to_string(root().join("ccwatch.toml")).unwrap();
     let text = format!(
         r#"{base}
@@ -46,6 +48,7 @@ login_topic = "{logins}"
 audit_topic = "{audit}"
 dead_letter_topic = "{dead}"
 statistics_interval_ms = 500
+warmup_messages = {warmup}
 
 [kafka.consumer_properties]
 # A killed member is noticed after this, so the restart test needs no 45 s wait.
@@ -66,6 +69,7 @@ topic = "{alerts}"
         audit = t.audit,
         dead = t.dead,
         alerts = t.alerts,
+        warmup = warmup,
     );
     let path = dir.join("ccwatch.toml");
     std::fs::File::create(&path).unwrap().write_all(text.as_bytes()).unwrap();
@@ -169,7 +173,7 @@ async fn run_over_a_real_broker_delivers_alerts_dead_letters_offsets_and_metrics
     produce(&bootstrap, &t.logins, &["samples/logins", "samples/elf"]);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cfg = write_config(dir.path(), &bootstrap, &t, port, "");
+    let cfg = write_config(dir.path(), &bootstrap, &t, port, 0, "");
     let log = dir.path().join("run.log");
     let mut child = start_run(&cfg, &log);
     let expected = replay_lines();
@@ -234,7 +238,8 @@ async fn sigkill_mid_stream_and_restart_still_delivers_every_alert() {
     // raised from one the topic lost.
     let witness = dir.path().join("witness.jsonl");
     let slow = format!("{slow}\n[[sinks]]\ntype = \"file\"\nname = \"witness\"\npath = \"{}\"\n", witness.display());
-    let cfg = write_config(dir.path(), &bootstrap, &t, free_port(), &slow);
+    // The restart re-reads what the first run delivered, to rebuild correlation state.
+    let cfg = write_config(dir.path(), &bootstrap, &t, free_port(), 100_000, &slow);
     // What replay says about the same archive, with the same settings.
     let replay = ccwatch().args(["replay", "--no-progress", "--config"]).arg(&cfg).arg(data.path()).output().unwrap();
     assert!(replay.status.success());
@@ -259,7 +264,7 @@ async fn sigkill_mid_stream_and_restart_still_delivers_every_alert() {
 
     hook.delay_ms.store(0, std::sync::atomic::Ordering::SeqCst);
     let port = free_port();
-    let cfg = write_config(dir.path(), &bootstrap, &t, port, &slow);
+    let cfg = write_config(dir.path(), &bootstrap, &t, port, 100_000, &slow);
     let mut second = start_run(&cfg, &dir.path().join("second.log"));
     let ends = high_watermarks(&bootstrap, &t.logins);
     eventually(150, "the restarted run to commit every offset", || async {
@@ -274,6 +279,10 @@ async fn sigkill_mid_stream_and_restart_still_delivers_every_alert() {
         .sum();
     assert!(consumed_logins < total as f64, "the restart resumed from committed offsets, not from the start");
     assert_eq!(metric(&m, "ccwatch_offset_gap_offsets_total"), 0.0, "the restart resumed at its committed offsets");
+    assert!(
+        metric(&m, "ccwatch_warmup_records_total") >= committed_before as f64,
+        "the restart re-read the {committed_before} messages it had delivered, to rebuild correlation state"
+    );
     signal(&second, "-TERM");
     assert!(wait_exit(&mut second, 30).success());
 
@@ -390,7 +399,8 @@ async fn offsets_a_broker_skips_on_resume_are_counted_and_logged() {
 
     let dir = tempfile::tempdir().unwrap();
     let metrics_port = free_port();
-    let cfg = write_config(dir.path(), &bootstrap, &t, metrics_port, "");
+    // No warm-up: reading must resume exactly at the committed offset.
+    let cfg = write_config(dir.path(), &bootstrap, &t, metrics_port, 0, "");
     let log = dir.path().join("run.log");
     let mut child = start_run(&cfg, &log);
     let metrics = format!("http://127.0.0.1:{metrics_port}/metrics");

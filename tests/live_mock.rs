@@ -296,3 +296,84 @@ async fn a_login_in_an_inventory_file_is_rejected_not_processed() {
     run.token.cancel();
     run.task.await.unwrap().unwrap();
 }
+
+/// A client-credentials grant as a `LoginEvent` record, for the warm-up test.
+fn grant(id: u32, ip: &str, at: &str) -> produce::Unit {
+    let value = serde_json::json!({
+        "attributes": {"type": "LoginEvent"},
+        "EventIdentifier": format!("warmup-{id}"),
+        "EventDate": at,
+        "UserId": "0055j00000Hum01AAB",
+        "Username": "warmup-integration@acme.example",
+        "LoginType": "Remote Access 2.0",
+        "LoginSubType": "OAuth Client Credentials",
+        "Status": "Success",
+        "SourceIp": ip,
+        "Application": "Warmup ETL",
+    });
+    produce::Unit { value: serde_json::to_vec(&value).unwrap(), key: None, time: None }
+}
+
+/// Runs `cfg` until the group has committed `offset` on partition 0 of the
+/// login topic, then shuts it down cleanly; returns the metrics text at the end.
+async fn run_until_committed(cfg: Config, bootstrap: &str, t: &Topics, offset: i64) -> String {
+    let run = start(cfg).await;
+    eventually(60, "every login offset to be committed", || async {
+        committed(bootstrap, &t.group, &t.logins) == [(0, offset)]
+    })
+    .await;
+    let m = scrape(&run).await;
+    run.token.cancel();
+    run.task.await.unwrap().unwrap();
+    m
+}
+
+/// After a restart the correlator's state comes back from messages already
+/// delivered (`kafka.warmup_messages`): a grant from a new IP for a (user,
+/// app) pair seen before the restart is still scored `new_source_ip`, and the
+/// re-read grants raise nothing a second time. With warm-up off, the restarted
+/// instance has no history for the pair and the factor is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_rebuilds_correlation_state_from_messages_already_delivered() {
+    let t = Topics::new();
+    let c = MockCluster::new(1).unwrap();
+    c.create_topic(&t.logins, 1, 1).unwrap();
+    c.create_topic(&t.audit, 1, 1).unwrap();
+    c.create_topic(&t.dead, 1, 1).unwrap();
+    let bootstrap = c.bootstrap_servers();
+    let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let history = [
+        grant(1, "198.51.100.10", "2024-07-09T06:00:00.000+0000"),
+        grant(2, "198.51.100.10", "2024-07-09T06:05:00.000+0000"),
+        grant(3, "198.51.100.10", "2024-07-09T06:10:00.000+0000"),
+    ];
+    produce::send(&producer, &t.logins, &history).await.unwrap();
+
+    let first = dir.path().join("first.jsonl");
+    let mut cfg = live_config(&bootstrap, &t, vec![file_sink(&first)]);
+    if let Some(k) = cfg.live.kafka.as_mut() {
+        k.warmup_messages = 1000;
+        // The mock cluster keeps a cleanly closed member until its session
+        // expires (45 s by default) before it assigns the restarted one.
+        k.consumer.push(("session.timeout.ms".into(), "6000".into()));
+    }
+    run_until_committed(cfg.clone(), &bootstrap, &t, 3).await;
+    let first_alerts = std::fs::read_to_string(&first).unwrap();
+    assert!(first_alerts.contains("198.51.100.10"), "{first_alerts}");
+
+    // After the restart: one grant from an IP the pair has never used.
+    produce::send(&producer, &t.logins, &[grant(4, "203.0.113.99", "2024-07-09T06:15:00.000+0000")]).await.unwrap();
+    let second = dir.path().join("second.jsonl");
+    cfg.live.sinks = vec![file_sink(&second)];
+    let m = run_until_committed(cfg, &bootstrap, &t, 4).await;
+
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&second).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(lines.iter().all(|a| a["source_ip"] == "203.0.113.99"), "re-read grants raised alerts again: {lines:#?}");
+    let new_ip = lines.first().expect("the new IP's grant raised an alert");
+    let factors: Vec<&str> = new_ip["factors"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
+    assert!(factors.contains(&"new_source_ip"), "the pair's IP history was not rebuilt: {factors:?}");
+    assert_eq!(metric(&m, "ccwatch_warmup_records_total"), 3.0, "{m}");
+    assert_eq!(metric(&m, "ccwatch_offset_gap_offsets_total"), 0.0, "warm-up is not a gap");
+}

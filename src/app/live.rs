@@ -55,6 +55,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// A record waiting in the event-time merge.
 struct Pending {
     ev: NormalizedEvent,
+    /// Re-read for warm-up (delivered before a restart or rebalance): it
+    /// updates correlation state, but its alerts are withheld and it stores
+    /// no offset.
+    warm: bool,
     /// Login partition and offset, whose store waits for this record.
     ticket: Option<(i32, i64)>,
     received: Instant,
@@ -114,6 +118,9 @@ struct Live {
     outputs: Vec<Output>,
     report: RunReport,
     audit_topic: String,
+    /// Login partitions rewound for warm-up → their committed offset: messages
+    /// before it are warm-up.
+    warm_until: HashMap<i32, i64>,
 }
 
 impl Live {
@@ -142,6 +149,9 @@ impl Live {
         self.report.messages += 1;
         let Received { stream, partition, offset, raw, .. } = msg;
         let lane = (stream, partition);
+        if stream == Stream::Login && self.warm_until.get(&partition).is_some_and(|&c| offset < c) {
+            return self.on_warmup_message(lane, records, received);
+        }
         let topic: &str = match stream {
             Stream::Audit => &self.audit_topic,
             Stream::Login => &self.cfg_kafka.login_topic,
@@ -157,7 +167,7 @@ impl Live {
                     }
                     events += 1;
                     let ticket = (stream == Stream::Login).then_some((partition, offset));
-                    self.merge.push(lane, ev.time(), ev.rank(), Pending { ev, ticket, received });
+                    self.merge.push(lane, ev.time(), ev.rank(), Pending { ev, warm: false, ticket, received });
                 }
                 Decoded::Counted { kind, grant, success, time } => {
                     self.counters.consumed(&self.metrics, stream, topic, kind.label()).inc();
@@ -210,20 +220,63 @@ impl Live {
         }
     }
 
+    /// A login message re-read for warm-up: its events go through the merge
+    /// and the pipeline like any other, to rebuild state, but nothing else
+    /// happens. It is not counted as consumed, its rejects were dead-lettered
+    /// when it was first read, and its offset is neither checked for gaps nor
+    /// stored (it is below the committed offset).
+    fn on_warmup_message(&mut self, lane: (Stream, i32), records: impl Iterator<Item = Decoded>, received: Instant) {
+        let mut latest = None;
+        let mut events = 0u32;
+        for d in records {
+            self.metrics.warmup_records.inc();
+            match d {
+                Decoded::Event(ev) => {
+                    events += 1;
+                    self.merge.push(lane, ev.time(), ev.rank(), Pending { ev, warm: true, ticket: None, received });
+                }
+                Decoded::Counted { time, .. } => latest = latest.max(Some(time)),
+                Decoded::Rejected(_) => {}
+            }
+        }
+        if events == 0 || latest.is_some() {
+            self.merge.advance(lane, latest);
+        }
+    }
+
     fn on_assignment(&mut self, a: Assignment) {
         match a {
             Assignment::Assigned(ps) => {
-                let partitions: Vec<i32> = ps.iter().map(|&(p, _)| p).collect();
+                let partitions: Vec<i32> = ps.iter().map(|a| a.partition).collect();
                 self.merge.assign(Stream::Login, &partitions);
-                for (p, committed) in ps {
-                    if let Some(o) = committed {
-                        self.offsets.expect(p, o);
+                for a in ps {
+                    // Gaps are checked from the committed offset: the warm-up
+                    // range before it was checked when it was first read.
+                    if let Some(o) = a.committed {
+                        self.offsets.expect(a.partition, o);
+                    }
+                    match (a.warmup_from, a.committed) {
+                        (Some(from), Some(c)) => {
+                            tracing::info!(
+                                partition = a.partition,
+                                from,
+                                to = c,
+                                "Re-reading messages already delivered to rebuild correlation state; their alerts are withheld."
+                            );
+                            self.warm_until.insert(a.partition, c);
+                        }
+                        _ => {
+                            self.warm_until.remove(&a.partition);
+                        }
                     }
                 }
             }
             Assignment::Revoked(ps) => {
                 self.merge.revoke(Stream::Login, &ps);
                 self.offsets.forget(&ps);
+                for p in &ps {
+                    self.warm_until.remove(p);
+                }
             }
         }
     }
@@ -241,6 +294,11 @@ impl Live {
                 self.metrics.forced_releases.inc();
             }
             self.pipeline.process(&r.item.ev, &mut self.outputs);
+            if r.item.warm {
+                // Delivered before the restart or rebalance: state only.
+                self.outputs.clear();
+                continue;
+            }
             self.done.push((r.item.ticket, r.item.received));
             for (emit, write) in self.outputs.drain(..) {
                 let kind = match emit.kind {
@@ -477,6 +535,7 @@ pub async fn run_with(
         emits: Vec::new(),
         letters: Vec::new(),
         done: Vec::new(),
+        warm_until: HashMap::new(),
         assigned: false,
         outputs: Vec::new(),
         report: RunReport::default(),

@@ -89,6 +89,12 @@ pub struct RawKafka {
     /// released regardless (bounds memory when one partition stalls).
     #[serde(default = "default_max_pending")]
     pub max_pending: usize,
+    /// On each assignment of a login partition that has a committed offset,
+    /// re-read up to this many messages before it into the correlator (IP
+    /// history, failure windows, open aggregates) with their alerts withheld,
+    /// so a restart or rebalance does not start from empty state. 0: off.
+    #[serde(default)]
+    pub warmup_messages: u64,
     /// Other librdkafka properties, passed through verbatim (TLS, SASL…).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
@@ -209,6 +215,8 @@ pub struct KafkaConfig {
     pub audit_topic: Option<String>,
     pub dead_letter_topic: Option<String>,
     pub max_pending: usize,
+    /// Messages re-read per login partition on assignment (see `RawKafka`).
+    pub warmup_messages: i64,
     /// Every librdkafka property to set on clients (bootstrap, TLS, SASL,
     /// statistics), secrets included; shown only through `Debug` redaction.
     pub client: Vec<(String, ClientValue)>,
@@ -343,6 +351,7 @@ fn kafka_config(k: &RawKafka, problems: &mut Vec<String>) -> KafkaConfig {
         audit_topic: k.audit_topic.clone(),
         dead_letter_topic: k.dead_letter_topic.clone(),
         max_pending: k.max_pending,
+        warmup_messages: i64::try_from(k.warmup_messages).unwrap_or(i64::MAX),
         client,
         consumer,
         producer,
@@ -370,6 +379,7 @@ impl KafkaConfig {
             auto_offset_reset: default_offset_reset(),
             statistics_interval_ms,
             max_pending: default_max_pending(),
+            warmup_messages: 0,
             properties: BTreeMap::new(),
             secret_properties: BTreeMap::new(),
             consumer_properties: BTreeMap::new(),

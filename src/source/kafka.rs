@@ -16,15 +16,21 @@
 //! On each assignment the rebalance callback also reads the group's committed
 //! offsets (one round trip), so the run loop can tell when the first message
 //! of a partition comes later than where reading should resume: offsets the
-//! broker skipped are counted, never passed over silently.
+//! broker skipped are counted, never passed over silently. With
+//! `kafka.warmup_messages` it then starts each partition that many messages
+//! before its committed offset, so the correlator's state (IP history,
+//! failure windows) is rebuilt from records already delivered; the run loop
+//! withholds their alerts. That is why this context does the rebalance itself
+//! instead of rdkafka's default: start offsets must be set before `assign`.
 
 use crate::config::live::KafkaConfig;
 use crate::telemetry::Metrics;
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,10 +40,20 @@ use std::time::Duration;
 /// A partition assignment change, handed from librdkafka's thread to the run loop.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Assignment {
-    /// Partitions, each with the group's committed offset (where reading
-    /// resumes) when one is known.
-    Assigned(Vec<(i32, Option<i64>)>),
+    Assigned(Vec<Assigned>),
     Revoked(Vec<i32>),
+}
+
+/// One newly assigned partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assigned {
+    pub partition: i32,
+    /// The group's committed offset, where delivery resumes, when one is known.
+    pub committed: Option<i64>,
+    /// Where reading actually starts when it was rewound for warm-up
+    /// (`kafka.warmup_messages`): messages from here up to `committed` were
+    /// delivered before and only rebuild correlation state.
+    pub warmup_from: Option<i64>,
 }
 
 /// The librdkafka context: logs → tracing, statistics → lag gauges,
@@ -45,6 +61,8 @@ pub enum Assignment {
 pub struct Context {
     metrics: Arc<Metrics>,
     topic: String,
+    /// Messages to re-read before a committed offset on assignment (0: none).
+    warmup: i64,
     pub assignments: Mutex<Vec<Assignment>>,
     /// Set when `assignments` has something: checked after every message
     /// without taking the lock.
@@ -56,9 +74,39 @@ impl Context {
         Context {
             metrics,
             topic: topic.to_string(),
+            warmup: 0,
             assignments: Mutex::new(Vec::new()),
             pending: AtomicBool::new(false),
         }
+    }
+
+    /// Re-reads up to `warmup` messages before each committed offset: sets
+    /// the start offsets in `tpl` (before it is assigned) and returns them.
+    fn rewind(
+        &self,
+        c: &BaseConsumer<Context>,
+        tpl: &mut TopicPartitionList,
+        committed: &HashMap<i32, i64>,
+    ) -> HashMap<i32, i64> {
+        let mut from = HashMap::new();
+        if self.warmup <= 0 {
+            return from;
+        }
+        for p in self.partitions(tpl) {
+            let Some(&resume) = committed.get(&p) else { continue };
+            let low = match c.fetch_watermarks(&self.topic, p, Duration::from_secs(10)) {
+                Ok((low, _)) => low,
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "Cannot read the partition's watermarks; no warm-up for it.");
+                    continue;
+                }
+            };
+            let start = resume.saturating_sub(self.warmup).max(low);
+            if start < resume && tpl.set_partition_offset(&self.topic, p, Offset::Offset(start)).is_ok() {
+                from.insert(p, start);
+            }
+        }
+        from
     }
 
     fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
@@ -122,17 +170,41 @@ fn committed(c: &BaseConsumer<Context>, tpl: &TopicPartitionList, topic: &str) -
 }
 
 impl ConsumerContext for Context {
-    fn post_rebalance(&self, c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let change = match rebalance {
-            Rebalance::Assign(tpl) => {
+    /// librdkafka's rebalance, done here rather than by rdkafka's default so
+    /// that an assignment can start before the committed offsets (warm-up):
+    /// the start offsets must be in the list given to `assign`. Otherwise the
+    /// same as the default: (incremental) assign or unassign, by protocol.
+    fn rebalance(&self, c: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(c.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let change = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let committed = committed(c, tpl, &self.topic);
+                let from = self.rewind(c, tpl, &committed);
+                let done = if cooperative { c.incremental_assign(tpl) } else { c.assign(tpl) };
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "Cannot take the assigned partitions.");
+                }
                 Assignment::Assigned(
-                    self.partitions(tpl).into_iter().map(|p| (p, committed.get(&p).copied())).collect(),
+                    self.partitions(tpl)
+                        .into_iter()
+                        .map(|p| Assigned {
+                            partition: p,
+                            committed: committed.get(&p).copied(),
+                            warmup_from: from.get(&p).copied(),
+                        })
+                        .collect(),
                 )
             }
-            Rebalance::Revoke(tpl) => Assignment::Revoked(self.partitions(tpl)),
-            Rebalance::Error(e) => {
-                tracing::error!(error = %e, "Rebalance failed.");
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let done = if cooperative { c.incremental_unassign(tpl) } else { c.unassign() };
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "Cannot release the revoked partitions.");
+                }
+                Assignment::Revoked(self.partitions(tpl))
+            }
+            other => {
+                tracing::error!(error = ?other, "Rebalance failed.");
+                let _ = if cooperative { c.incremental_unassign(tpl) } else { c.unassign() };
                 return;
             }
         };
@@ -201,7 +273,7 @@ pub fn login_consumer(k: &KafkaConfig, metrics: Arc<Metrics>) -> KafkaResult<Liv
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", &k.auto_offset_reset)
-        .create_with_context(Context::new(metrics, &k.login_topic))?;
+        .create_with_context(Context { warmup: k.warmup_messages, ..Context::new(metrics, &k.login_topic) })?;
     consumer.subscribe(&[k.login_topic.as_str()])?;
     Ok(consumer)
 }

@@ -33,6 +33,9 @@ pub struct Metrics {
     /// Login offsets skipped between the expected next offset and the one
     /// delivered: compaction, transaction markers, or a broker losing records.
     pub offset_gaps: IntCounter,
+    /// Login records re-read below a committed offset to rebuild correlation
+    /// state after a restart or rebalance (`kafka.warmup_messages`).
+    pub warmup_records: IntCounter,
     /// Records released from the event-time merge later than a record already processed.
     pub out_of_order: IntCounter,
     /// Records released before their turn because `kafka.max_pending` was reached.
@@ -169,6 +172,12 @@ impl Metrics {
                 "Login-topic offsets never delivered: between a partition's committed offset and its first \
                  message, or between consecutive messages. Expected on compacted or transactional topics \
                  (markers take an offset); otherwise records were skipped before reaching ccwatch.",
+            ),
+            warmup_records: counter(
+                &r,
+                "ccwatch_warmup_records_total",
+                "Login records re-read below a committed offset to rebuild correlation state after a restart \
+                 or rebalance; their alerts were delivered before and are withheld.",
             ),
             out_of_order: counter(
                 &r,
