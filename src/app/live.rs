@@ -22,7 +22,7 @@ use crate::app::pipeline::{Output, Pipeline};
 use crate::config::live::KafkaConfig;
 use crate::config::Config;
 use crate::decode::{Decoded, Reject};
-use crate::event::{EventTime, GrantClass, NormalizedEvent};
+use crate::event::{GrantClass, NormalizedEvent};
 use crate::score::aggregate::{Emit, EmitKind};
 use crate::sink::live::{DeadLetter, DeadLetters, Sink};
 use crate::source::intake::{Chunk, Intake, Item, Received};
@@ -118,18 +118,9 @@ struct Live {
     outputs: Vec<Output>,
     report: RunReport,
     audit_topic: String,
-    /// Login partitions rewound for warm-up, by partition.
-    warm: HashMap<i32, Warm>,
-}
-
-/// A login partition being re-read for warm-up.
-struct Warm {
-    /// Its committed offset: messages before it are warm-up.
-    until: i64,
-    /// The latest event time among its warm-up records.
-    latest: Option<EventTime>,
-    /// Its last warm-up message arrived (or it had none to give: end of partition).
-    done: bool,
+    /// Login partitions rewound for warm-up → their committed offset: messages
+    /// before it are warm-up.
+    warm_until: HashMap<i32, i64>,
 }
 
 impl Live {
@@ -144,12 +135,7 @@ impl Live {
                     let n = m.records as usize;
                     self.on_message(m, decoded.by_ref().take(n), received);
                 }
-                Item::Eof(lane) => {
-                    if let (Stream::Login, Some(w)) = (lane.0, self.warm.get_mut(&lane.1)) {
-                        w.done = true;
-                    }
-                    self.merge.set_eof(lane)
-                }
+                Item::Eof(lane) => self.merge.set_eof(lane),
                 Item::Assignment(a) => {
                     self.assigned = true;
                     self.on_assignment(a);
@@ -163,12 +149,8 @@ impl Live {
         self.report.messages += 1;
         let Received { stream, partition, offset, raw, .. } = msg;
         let lane = (stream, partition);
-        if let (Stream::Login, Some(w)) = (stream, self.warm.get_mut(&partition)) {
-            if offset < w.until {
-                w.done |= offset + 1 >= w.until;
-                return self.on_warmup_message(lane, records, received);
-            }
-            w.done = true;
+        if stream == Stream::Login && self.warm_until.get(&partition).is_some_and(|&c| offset < c) {
+            return self.on_warmup_message(lane, records, received);
         }
         let topic: &str = match stream {
             Stream::Audit => &self.audit_topic,
@@ -245,37 +227,21 @@ impl Live {
     /// stored (it is below the committed offset).
     fn on_warmup_message(&mut self, lane: (Stream, i32), records: impl Iterator<Item = Decoded>, received: Instant) {
         let mut latest = None;
-        let mut newest = None;
         let mut events = 0u32;
         for d in records {
             self.metrics.warmup_records.inc();
             match d {
                 Decoded::Event(ev) => {
                     events += 1;
-                    newest = newest.max(Some(ev.time()));
                     self.merge.push(lane, ev.time(), ev.rank(), Pending { ev, warm: true, ticket: None, received });
                 }
                 Decoded::Counted { time, .. } => latest = latest.max(Some(time)),
                 Decoded::Rejected(_) => {}
             }
         }
-        if let Some(w) = self.warm.get_mut(&lane.1) {
-            w.latest = w.latest.max(newest).max(latest);
-        }
         if events == 0 || latest.is_some() {
             self.merge.advance(lane, latest);
         }
-    }
-
-    /// Whether an audit record at `time` was already processed, and its alerts
-    /// delivered, before the restart or rebalance that started a warm-up: the
-    /// merge released it before a login record whose offset was committed,
-    /// i.e. some warm-up partition has a warm-up record at or after `time`
-    /// (still to come while its warm-up is unfinished, since the merge
-    /// releases in event-time order). Every instance re-reads the whole audit
-    /// topic, so without this each restart would repeat its alerts.
-    fn audit_already_delivered(&self, time: EventTime) -> bool {
-        self.warm.values().any(|w| !w.done || w.latest.is_some_and(|l| l >= time))
     }
 
     fn on_assignment(&mut self, a: Assignment) {
@@ -297,10 +263,10 @@ impl Live {
                                 to = c,
                                 "Re-reading messages already delivered to rebuild correlation state; their alerts are withheld."
                             );
-                            self.warm.insert(a.partition, Warm { until: c, latest: None, done: false });
+                            self.warm_until.insert(a.partition, c);
                         }
                         _ => {
-                            self.warm.remove(&a.partition);
+                            self.warm_until.remove(&a.partition);
                         }
                     }
                 }
@@ -309,7 +275,7 @@ impl Live {
                 self.merge.revoke(Stream::Login, &ps);
                 self.offsets.forget(&ps);
                 for p in &ps {
-                    self.warm.remove(p);
+                    self.warm_until.remove(p);
                 }
             }
         }
@@ -328,10 +294,8 @@ impl Live {
                 self.metrics.forced_releases.inc();
             }
             self.pipeline.process(&r.item.ev, &mut self.outputs);
-            let delivered_before = r.item.warm
-                || matches!(r.item.ev, NormalizedEvent::Audit(_)) && self.audit_already_delivered(r.item.ev.time());
-            if delivered_before {
-                // Processed and delivered before the restart or rebalance: state only.
+            if r.item.warm {
+                // Delivered before the restart or rebalance: state only.
                 self.outputs.clear();
                 continue;
             }
@@ -571,7 +535,7 @@ pub async fn run_with(
         emits: Vec::new(),
         letters: Vec::new(),
         done: Vec::new(),
-        warm: HashMap::new(),
+        warm_until: HashMap::new(),
         assigned: false,
         outputs: Vec::new(),
         report: RunReport::default(),
