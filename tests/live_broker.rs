@@ -78,14 +78,40 @@ topic = "{alerts}"
     path
 }
 
-fn start_run(config: &Path, stderr: &Path) -> Child {
-    ccwatch()
-        .args(["run", "--log", "info", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(stderr).unwrap())
-        .spawn()
-        .unwrap()
+/// A `ccwatch run` child process, killed when dropped, so that a test that
+/// fails midway leaves no `ccwatch run` behind.
+struct RunChild(Child);
+
+impl std::ops::Deref for RunChild {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for RunChild {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for RunChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_run(config: &Path, stderr: &Path) -> RunChild {
+    RunChild(
+        ccwatch()
+            .args(["run", "--log", "info", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(stderr).unwrap())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn signal(child: &Child, sig: &str) {
