@@ -78,32 +78,32 @@ topic = "{alerts}"
     path
 }
 
-/// A `ccwatch run` child process, killed when dropped, so that a test that
-/// fails midway leaves no `ccwatch run` behind.
-struct RunChild(Child);
+/// A child process (`ccwatch run`, a broker) killed and reaped when dropped,
+/// so that a test that fails midway leaves nothing running behind it.
+struct KillOnDrop(Child);
 
-impl std::ops::Deref for RunChild {
+impl std::ops::Deref for KillOnDrop {
     type Target = Child;
     fn deref(&self) -> &Child {
         &self.0
     }
 }
 
-impl std::ops::DerefMut for RunChild {
+impl std::ops::DerefMut for KillOnDrop {
     fn deref_mut(&mut self) -> &mut Child {
         &mut self.0
     }
 }
 
-impl Drop for RunChild {
+impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
 
-fn start_run(config: &Path, stderr: &Path) -> RunChild {
-    RunChild(
+fn start_run(config: &Path, stderr: &Path) -> KillOnDrop {
+    KillOnDrop(
         ccwatch()
             .args(["run", "--log", "info", "--config"])
             .arg(config)
@@ -376,17 +376,10 @@ async fn sigkill_mid_stream_and_restart_still_delivers_every_alert() {
 async fn offsets_a_broker_skips_on_resume_are_counted_and_logged() {
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
     use rdkafka::{Offset, TopicPartitionList};
-    struct Broker(Child);
-    impl Drop for Broker {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let port = free_port();
     let bootstrap = format!("127.0.0.1:{port}");
     let url = format!("tcp://{bootstrap}");
-    let _broker = Broker(
+    let _broker = KillOnDrop(
         Command::new("tansu")
             .args([
                 "broker",
