@@ -192,7 +192,7 @@ fn drain_outputs(pending: &mut Vec<Output>, tally: &mut Tally, writer: &mut Aler
 /// and PermissionSetAssignment records go into `pipeline`; any other record
 /// is rejected through `side`, never processed. Shared by replay and `run`.
 /// Returns the records applied per kind and how many were out of order.
-/// `mmap`: map plain files (see `Replay::without_mmap`).
+/// `mmap`: map plain files (see `Replay::mmap`).
 pub fn load_inventory(
     files: &[PathBuf],
     cfg: &Config,
@@ -204,10 +204,7 @@ pub fn load_inventory(
     let mut applied: BTreeMap<&'static str, u64> = BTreeMap::new();
     // Inventory records raise nothing (no observation, no watermark move).
     let mut none = Vec::new();
-    let mut inv = Replay::new(files, cfg.replay.reorder_buffer, cancel);
-    if !mmap {
-        inv = inv.without_mmap();
-    }
+    let mut inv = Replay::new(files, cfg.replay.reorder_buffer, cancel).mmap(mmap);
     while let Some(s) = inv.next(side) {
         if let NormalizedEvent::Inventory(_) = s.event {
             *applied.entry(s.event.kind().label()).or_default() += 1;
@@ -263,10 +260,7 @@ pub fn replay(opts: &ReplayOptions, cfg: &Config, cancel: Arc<AtomicBool>) -> an
         *tally.summary.read.entry(kind).or_default() += n;
     }
 
-    let mut events = Replay::new(&files, cfg.replay.reorder_buffer, cancel);
-    if !opts.mmap {
-        events = events.without_mmap();
-    }
+    let mut events = Replay::new(&files, cfg.replay.reorder_buffer, cancel).mmap(opts.mmap);
     while let Some(s) = events.next(&mut tally) {
         tally.summary.count_event(&s.event);
         let t = s.event.time();

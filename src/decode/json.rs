@@ -803,7 +803,8 @@ fn compact_run<const RECORD: bool>(
     let mut w = pos / 64;
     let Some(&first) = quotes.get(w) else { return Run::Other(pos) };
     let mut bits = first & (u64::MAX << (pos % 64));
-    // The next quote at or after the cursor, consumed; `None` past the end.
+    // The next quote at or after the cursor, consumed; past the last quote
+    // the run stops and the general parser reports the unterminated string.
     macro_rules! pop {
         () => {{
             while bits == 0 {

@@ -338,17 +338,17 @@ impl ChunkReader {
             if self.eof && self.buf().is_empty() {
                 return None;
             }
-            while !self.eof {
-                let want = self.buf().len() + (4 << 20);
-                if let Err(e) = self.fill(want) {
-                    self.eof = true;
-                    return Some(Piece::Failed(e.to_string()));
-                }
-                if self.buf().len() > decode::MAX_UNIT_BYTES {
-                    self.eof = true;
-                    self.clear();
-                    return Some(Piece::Oversized);
-                }
+            // One fill up to just past the limit: a mapped file is mapped once
+            // (growing it 4 MiB at a time remapped and re-populated it each
+            // time), and a stream reads no more than before.
+            if let Err(e) = self.fill(decode::MAX_UNIT_BYTES + 1) {
+                self.eof = true;
+                return Some(Piece::Failed(e.to_string()));
+            }
+            if self.buf().len() > decode::MAX_UNIT_BYTES {
+                self.eof = true;
+                self.clear();
+                return Some(Piece::Oversized);
             }
             return Some(Piece::Chunk { bytes: self.take_all() });
         }
@@ -700,13 +700,13 @@ impl Replay {
         }
     }
 
-    /// Reads every file through a buffer instead of mapping plain files, for
-    /// files that may be truncated in place while replay reads them (a log
-    /// rotated with `copytruncate`): a mapped file truncated under the reader
-    /// kills the process with SIGBUS.
-    pub fn without_mmap(mut self) -> Replay {
+    /// Whether plain files are mapped (the default) or read through a buffer.
+    /// Reading suits files that may be truncated in place while replay reads
+    /// them (a log rotated with `copytruncate`): a mapped file truncated under
+    /// the reader kills the process with SIGBUS.
+    pub fn mmap(mut self, map: bool) -> Replay {
         for s in &mut self.streams {
-            s.map = false;
+            s.map = map;
         }
         self
     }
