@@ -377,3 +377,92 @@ async fn a_restart_rebuilds_correlation_state_from_messages_already_delivered() 
     assert_eq!(metric(&m, "ccwatch_warmup_records_total"), 3.0, "{m}");
     assert_eq!(metric(&m, "ccwatch_offset_gap_offsets_total"), 0.0, "warm-up is not a gap");
 }
+
+/// A sink outage longer than `max.poll.interval.ms` does not cost the group
+/// membership. The run loop stops taking messages while the webhook fails;
+/// once intake has waited a second, it pauses its partitions and keeps
+/// polling, so librdkafka does not leave the group (which would hand the
+/// partitions to another instance and rebalance the group again on return).
+/// When the webhook recovers, consumption resumes where it stopped: every
+/// message is committed, no offset is skipped, every alert is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_outage_longer_than_the_poll_interval_pauses_instead_of_leaving_the_group() {
+    const MESSAGES: u32 = 30_000;
+    const IPS: u32 = 40;
+    let t = Topics::new();
+    let c = MockCluster::new(1).unwrap();
+    c.create_topic(&t.logins, 2, 1).unwrap();
+    c.create_topic(&t.audit, 1, 1).unwrap();
+    c.create_topic(&t.dead, 1, 1).unwrap();
+    let bootstrap = c.bootstrap_servers();
+    let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
+    let start_at = chrono::DateTime::parse_from_rfc3339("2024-07-09T00:00:00Z").unwrap();
+    let grants: Vec<produce::Unit> = (0..MESSAGES)
+        .map(|i| {
+            let at = (start_at + chrono::Duration::seconds(i64::from(i))).format("%Y-%m-%dT%H:%M:%S%.3f+0000");
+            grant(i, &format!("198.51.100.{}", i % IPS), &at.to_string())
+        })
+        .collect();
+    produce::send(&producer, &t.logins, &grants[..1]).await.unwrap();
+
+    let hook = Hook::default();
+    hook.failing.store(true, Ordering::SeqCst);
+    let url = hook.start().await;
+    let mut cfg = live_config(&bootstrap, &t, vec![]);
+    cfg.live.sinks = Config::parse(
+        &format!(
+            "[[sinks]]\ntype = \"webhook\"\nname = \"hook\"\nurl = \"{url}\"\nbackoff_ms = 10\nmax_backoff_ms = 50\n"
+        ),
+        "t",
+    )
+    .unwrap()
+    .live
+    .sinks;
+    if let Some(k) = cfg.live.kafka.as_mut() {
+        for (key, v) in
+            [("session.timeout.ms", "6000"), ("heartbeat.interval.ms", "500"), ("max.poll.interval.ms", "6000")]
+        {
+            k.consumer.push((key.into(), v.into()));
+        }
+    }
+    let run = start(cfg).await;
+    // The first grant's alert stalls the run loop; then far more messages than
+    // intake's queues hold arrive behind it.
+    eventually(60, "the first webhook attempt", || async { hook.attempts.load(Ordering::SeqCst) >= 1 }).await;
+    produce::send(&producer, &t.logins, &grants[1..]).await.unwrap();
+    eventually(60, "intake to pause behind the failing webhook", || async {
+        metric(&scrape(&run).await, "ccwatch_intake_paused") == 1.0
+    })
+    .await;
+    // Stay down for two poll intervals.
+    tokio::time::sleep(std::time::Duration::from_secs(12)).await;
+    let during = scrape(&run).await;
+    assert_eq!(metric(&during, "ccwatch_intake_paused"), 1.0, "{during}");
+    hook.failing.store(false, Ordering::SeqCst);
+
+    eventually(120, "every login offset committed after the webhook recovered", || async {
+        committed(&bootstrap, &t.group, &t.logins).iter().map(|x| x.1.max(0)).sum::<i64>() == i64::from(MESSAGES)
+    })
+    .await;
+    let m = scrape(&run).await;
+    assert_eq!(
+        metric(&m, r#"ccwatch_partition_assignment_changes_total{change="revoked"}"#),
+        0.0,
+        "left the group: {m}"
+    );
+    assert_eq!(metric(&m, r#"ccwatch_partition_assignment_changes_total{change="assigned"}"#), 1.0, "{m}");
+    assert_eq!(metric(&m, "ccwatch_intake_paused"), 0.0, "resumed");
+    assert!(metric(&m, "ccwatch_intake_pauses_total") >= 1.0);
+    assert_eq!(metric(&m, "ccwatch_offset_gap_offsets_total"), 0.0, "no offset skipped across the pause");
+    assert_eq!(metric(&m, "ccwatch_records_consumed_total{*}"), f64::from(MESSAGES), "each message once: {m}");
+    let ids: std::collections::HashSet<String> = hook
+        .accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| serde_json::from_str::<serde_json::Value>(b).unwrap()["alert_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len() as u32, IPS, "one alert per source IP reached the webhook");
+    run.token.cancel();
+    run.task.await.unwrap().unwrap();
+}

@@ -25,7 +25,7 @@ use crate::decode::{Decoded, Reject};
 use crate::event::{GrantClass, NormalizedEvent};
 use crate::score::aggregate::{Emit, EmitKind};
 use crate::sink::live::{DeadLetter, DeadLetters, Sink};
-use crate::source::intake::{Chunk, Intake, Item, Received};
+use crate::source::intake::{Chunk, Intake, Item, PauseGauges, Received};
 use crate::source::kafka::{self, Assignment, LiveConsumer};
 use crate::source::merge::{Merge, Offsets, Stream};
 use crate::source::replay::{discover, Side};
@@ -245,6 +245,11 @@ impl Live {
     }
 
     fn on_assignment(&mut self, a: Assignment) {
+        let change = match a {
+            Assignment::Assigned(_) => "assigned",
+            Assignment::Revoked(_) => "revoked",
+        };
+        self.metrics.assignment_changes.with_label_values(&[change]).inc();
         match a {
             Assignment::Assigned(ps) => {
                 let partitions: Vec<i32> = ps.iter().map(|a| a.partition).collect();
@@ -520,7 +525,8 @@ pub async fn run_with(
         merge.assign(Stream::Audit, &parts);
         Arc::new(c)
     });
-    let mut intake = Intake::spawn(login.clone(), audit).context("cannot start the intake thread")?;
+    let gauges = PauseGauges { paused: metrics.intake_paused.clone(), pauses: metrics.intake_pauses.clone() };
+    let mut intake = Intake::spawn(login.clone(), audit, gauges).context("cannot start the intake thread")?;
     let mut live = Live {
         counters: Counters::default(),
         audit_topic: k.audit_topic.clone().unwrap_or_default(),

@@ -14,10 +14,16 @@
 //! results between threads.
 //!
 //! Backpressure: each channel holds a few chunks; when the run loop stops
-//! taking them (a failing sink), decode and then receive stop, exactly as the
-//! single loop did. Order: a rebalance callback runs inside `recv` on the
-//! receive thread, so an assignment change is queued before any message of
-//! the new assignment.
+//! taking them (a failing sink), decode and then receive stop taking more.
+//! Receive does not simply block, though: librdkafka counts a consumer that
+//! is not polled for `max.poll.interval.ms` (5 min by default) as dead and
+//! leaves the group, which hands its partitions to another instance and
+//! rebalances the whole group again when it returns. So once the run loop has
+//! taken nothing for `PAUSE_AFTER`, receive pauses every assigned partition
+//! and keeps polling (rebalance callbacks still run; messages already fetched
+//! join the waiting chunk), and resumes them when the chunk is taken. Order:
+//! a rebalance callback runs inside `recv` on the receive thread, so an
+//! assignment change is queued before any message of the new assignment.
 //!
 //! Stopping: cancel the token; the chunk being filled is still sent and
 //! decoded (the run loop drains the channel to finish in-flight records),
@@ -27,11 +33,13 @@
 use crate::decode::{self, Decoded, Reject, RejectReason};
 use crate::source::kafka::{self, Assignment, LiveConsumer};
 use crate::source::merge::{Lane, Stream};
+use prometheus::{IntCounter, IntGauge};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +47,18 @@ use tokio_util::sync::CancellationToken;
 const CHUNK: usize = 1024;
 /// Chunks queued between intake and the run loop.
 const QUEUE: usize = 8;
+/// How long a chunk may wait for the run loop before receive pauses its
+/// partitions. A healthy loop takes a chunk within milliseconds, even when it
+/// is the bottleneck; pausing discards librdkafka's prefetched messages, so
+/// it is kept for real stalls. Far below any sane `max.poll.interval.ms`.
+const PAUSE_AFTER: Duration = Duration::from_secs(1);
+
+/// The pause state, for /metrics.
+#[derive(Clone)]
+pub struct PauseGauges {
+    pub paused: IntGauge,
+    pub pauses: IntCounter,
+}
 
 /// One consumed message and how many decoded records it gave.
 #[derive(Debug)]
@@ -170,8 +190,12 @@ pub struct Intake {
 
 impl Intake {
     /// Starts receiving from `login` (and `audit`, if any).
-    pub fn spawn(login: Arc<LiveConsumer>, audit: Option<Arc<LiveConsumer>>) -> std::io::Result<Intake> {
-        let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Chunk>(QUEUE);
+    pub fn spawn(
+        login: Arc<LiveConsumer>,
+        audit: Option<Arc<LiveConsumer>>,
+        gauges: PauseGauges,
+    ) -> std::io::Result<Intake> {
+        let (raw_tx, mut raw_rx) = mpsc::channel::<Chunk>(QUEUE);
         let (tx, rx) = mpsc::channel(QUEUE);
         let stop = CancellationToken::new();
         let token = stop.clone();
@@ -183,10 +207,10 @@ impl Intake {
                     return;
                 }
             };
-            rt.block_on(receive(login, audit, raw_tx, token));
+            rt.block_on(receive(login, audit, raw_tx, token, gauges));
         })?;
         let decoder = std::thread::Builder::new().name("ccwatch-decode".into()).spawn(move || {
-            for mut chunk in raw_rx {
+            while let Some(mut chunk) = raw_rx.blocking_recv() {
                 chunk.decode();
                 if tx.blocking_send(chunk).is_err() {
                     return;
@@ -222,8 +246,9 @@ async fn recv_opt(c: Option<&LiveConsumer>) -> Result<BorrowedMessage<'_>, Kafka
 async fn receive(
     login: Arc<LiveConsumer>,
     audit: Option<Arc<LiveConsumer>>,
-    tx: std::sync::mpsc::SyncSender<Chunk>,
+    tx: mpsc::Sender<Chunk>,
     stop: CancellationToken,
+    gauges: PauseGauges,
 ) {
     let audit = audit.as_deref();
     loop {
@@ -248,17 +273,86 @@ async fn receive(
             chunk.add(next.0, next.1);
         }
         take_assignments(&login, &mut chunk);
-        // Blocking is fine: this thread's runtime drives nothing else.
-        if tx.send(chunk).is_err() {
+        if !hand_over(chunk, &login, audit, &tx, &stop, &gauges).await {
             return;
         }
     }
 }
 
-fn take_assignments(login: &LiveConsumer, chunk: &mut Chunk) {
-    if kafka::assignments_pending(login) {
-        chunk.items.extend(kafka::take_assignments(login).into_iter().map(Item::Assignment));
+/// Hands `chunk` to the decode thread. If it is not taken within
+/// `PAUSE_AFTER`, pauses every assigned partition of both consumers and keeps
+/// polling them until it is (see the module doc), then resumes them. Whatever
+/// polling still yields (messages fetched before the pause, end-of-partition
+/// markers, assignment changes) joins the chunk, in order; a partition
+/// assigned meanwhile is paused too. False once the decode thread is gone.
+async fn hand_over(
+    mut chunk: Chunk,
+    login: &LiveConsumer,
+    audit: Option<&LiveConsumer>,
+    tx: &mpsc::Sender<Chunk>,
+    stop: &CancellationToken,
+    gauges: &PauseGauges,
+) -> bool {
+    match tokio::time::timeout(PAUSE_AFTER, tx.reserve()).await {
+        Ok(Ok(permit)) => {
+            permit.send(chunk);
+            return true;
+        }
+        Ok(Err(_)) => return false,
+        Err(_) => {}
     }
+    tracing::warn!(
+        "The run loop has taken nothing for {} ms (a sink failing?): pausing consumption; \
+         still polling, so this instance keeps its partitions.",
+        PAUSE_AFTER.as_millis()
+    );
+    gauges.paused.set(1);
+    gauges.pauses.inc();
+    set_paused(login, audit, true);
+    let taken = loop {
+        let polled = tokio::select! {
+            biased;
+            p = tx.reserve() => break p.map(|p| p.send(chunk)).is_ok(),
+            // Shutdown: the run loop drains the channel, so this send ends.
+            _ = stop.cancelled() => break tx.send(chunk).await.is_ok(),
+            m = recv_opt(audit) => (Stream::Audit, m),
+            m = login.recv() => (Stream::Login, m),
+        };
+        let reassigned = take_assignments(login, &mut chunk);
+        chunk.add(polled.0, polled.1);
+        if reassigned {
+            set_paused(login, audit, true);
+        }
+    };
+    set_paused(login, audit, false);
+    gauges.paused.set(0);
+    tracing::info!("Resumed consumption.");
+    taken
+}
+
+/// Pauses or resumes every partition currently assigned to either consumer.
+fn set_paused(login: &LiveConsumer, audit: Option<&LiveConsumer>, pause: bool) {
+    for c in std::iter::once(login).chain(audit) {
+        let result = c.assignment().and_then(|tpl| match pause {
+            _ if tpl.count() == 0 => Ok(()),
+            true => c.pause(&tpl),
+            false => c.resume(&tpl),
+        });
+        if let Err(e) = result {
+            tracing::warn!(error = %e, pause, "Cannot pause or resume partitions.");
+        }
+    }
+}
+
+/// Queues the login consumer's assignment changes, if any; true when there were.
+fn take_assignments(login: &LiveConsumer, chunk: &mut Chunk) -> bool {
+    if !kafka::assignments_pending(login) {
+        return false;
+    }
+    let changes = kafka::take_assignments(login);
+    let any = !changes.is_empty();
+    chunk.items.extend(changes.into_iter().map(Item::Assignment));
+    any
 }
 
 #[cfg(test)]

@@ -36,6 +36,12 @@ pub struct Metrics {
     /// Login records re-read below a committed offset to rebuild correlation
     /// state after a restart or rebalance (`kafka.warmup_messages`).
     pub warmup_records: IntCounter,
+    /// Login partition assignment changes, by change (assigned, revoked).
+    pub assignment_changes: IntCounterVec,
+    /// 1 while intake has paused its partitions because the run loop (usually
+    /// a failing sink) took nothing for a second.
+    pub intake_paused: IntGauge,
+    pub intake_pauses: IntCounter,
     /// Records released from the event-time merge later than a record already processed.
     pub out_of_order: IntCounter,
     /// Records released before their turn because `kafka.max_pending` was reached.
@@ -93,7 +99,17 @@ impl Metrics {
         let fast = vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
         // Salesforce publishes login events within seconds but ELF files hours later.
         let e2e = vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 6.0 * 3600.0, 86400.0];
+        let assignment_changes = counter_vec(
+            &r,
+            "ccwatch_partition_assignment_changes_total",
+            "Login-topic partition assignment changes (group rebalances), by change: assigned or revoked.",
+            &["change"],
+        );
+        for change in ["assigned", "revoked"] {
+            assignment_changes.with_label_values(&[change]);
+        }
         Metrics {
+            assignment_changes,
             records_consumed: counter_vec(
                 &r,
                 "ccwatch_records_consumed_total",
@@ -178,6 +194,17 @@ impl Metrics {
                 "ccwatch_warmup_records_total",
                 "Login records re-read below a committed offset to rebuild correlation state after a restart \
                  or rebalance; their alerts were delivered before and are withheld.",
+            ),
+            intake_paused: gauge(
+                &r,
+                "ccwatch_intake_paused",
+                "1 while consumption is paused because the run loop took nothing for a second (a sink \
+                 failing): the consumers keep polling, so the instance stays in its group.",
+            ),
+            intake_pauses: counter(
+                &r,
+                "ccwatch_intake_pauses_total",
+                "Times consumption was paused because the run loop took nothing for a second.",
             ),
             out_of_order: counter(
                 &r,
