@@ -324,9 +324,11 @@ async fn hand_over(
             set_paused(login, audit, true);
         }
     };
-    set_paused(login, audit, false);
     gauges.paused.set(0);
-    tracing::info!("Resumed consumption.");
+    if taken && !stop.is_cancelled() {
+        set_paused(login, audit, false);
+        tracing::info!("The run loop took the waiting messages: consumption resumed.");
+    }
     taken
 }
 
