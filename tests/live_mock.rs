@@ -297,6 +297,21 @@ async fn a_login_in_an_inventory_file_is_rejected_not_processed() {
     run.task.await.unwrap().unwrap();
 }
 
+/// A mock cluster with fresh, empty topics (`login_partitions` for logins),
+/// its bootstrap address and a producer.
+fn empty_cluster(
+    login_partitions: i32,
+) -> (Topics, MockCluster<'static, rdkafka::producer::DefaultProducerContext>, String, FutureProducer) {
+    let t = Topics::new();
+    let c = MockCluster::new(1).unwrap();
+    c.create_topic(&t.logins, login_partitions, 1).unwrap();
+    c.create_topic(&t.audit, 1, 1).unwrap();
+    c.create_topic(&t.dead, 1, 1).unwrap();
+    let bootstrap = c.bootstrap_servers();
+    let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
+    (t, c, bootstrap, producer)
+}
+
 /// A client-credentials grant as a `LoginEvent` record, for the warm-up test.
 fn grant(id: u32, ip: &str, at: &str) -> produce::Unit {
     let value = serde_json::json!({
@@ -335,13 +350,7 @@ async fn run_until_committed(cfg: Config, bootstrap: &str, t: &Topics, offset: i
 /// instance has no history for the pair and the factor is missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_rebuilds_correlation_state_from_messages_already_delivered() {
-    let t = Topics::new();
-    let c = MockCluster::new(1).unwrap();
-    c.create_topic(&t.logins, 1, 1).unwrap();
-    c.create_topic(&t.audit, 1, 1).unwrap();
-    c.create_topic(&t.dead, 1, 1).unwrap();
-    let bootstrap = c.bootstrap_servers();
-    let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
+    let (t, _cluster, bootstrap, producer) = empty_cluster(1);
     let dir = tempfile::tempdir().unwrap();
     let history = [
         grant(1, "198.51.100.10", "2024-07-09T06:00:00.000+0000"),
@@ -389,13 +398,7 @@ async fn a_restart_rebuilds_correlation_state_from_messages_already_delivered() 
 async fn a_sink_outage_longer_than_the_poll_interval_pauses_instead_of_leaving_the_group() {
     const MESSAGES: u32 = 30_000;
     const IPS: u32 = 40;
-    let t = Topics::new();
-    let c = MockCluster::new(1).unwrap();
-    c.create_topic(&t.logins, 2, 1).unwrap();
-    c.create_topic(&t.audit, 1, 1).unwrap();
-    c.create_topic(&t.dead, 1, 1).unwrap();
-    let bootstrap = c.bootstrap_servers();
-    let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
+    let (t, _cluster, bootstrap, producer) = empty_cluster(2);
     let start_at = chrono::DateTime::parse_from_rfc3339("2024-07-09T00:00:00Z").unwrap();
     let grants: Vec<produce::Unit> = (0..MESSAGES)
         .map(|i| {
