@@ -120,6 +120,7 @@ async fn live_gives_replays_alerts_with_dead_letters_offsets_and_metrics() {
     let m = scrape(&run).await;
     let n = expected.len() as f64;
     assert_eq!(metric(&m, "ccwatch_records_consumed_total{*}"), 27.0 + LOGIN_MESSAGES as f64, "{m}");
+    assert_eq!(metric(&m, "ccwatch_audit_expired_records"), 0.0, "the whole audit topic was read");
     assert_eq!(metric(&m, "ccwatch_records_rejected_total{*}"), 4.0);
     assert_eq!(metric(&m, "ccwatch_dead_letters_total{*}"), 4.0);
     assert_eq!(metric(&m, "ccwatch_alert_lines_total{*}"), n);
@@ -396,14 +397,21 @@ async fn a_restart_rebuilds_correlation_state_from_messages_already_delivered() 
 /// message is committed, no offset is skipped, every alert is delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sink_outage_longer_than_the_poll_interval_pauses_instead_of_leaving_the_group() {
-    const MESSAGES: u32 = 30_000;
+    // More than intake's queues hold (18 chunks of at most 1,024 messages),
+    // but under the 5 MB the mock cluster keeps per partition: past that it
+    // drops the oldest messages, and a paused consumer would never see them.
+    const MESSAGES: u32 = 24_000;
     const IPS: u32 = 40;
     let (t, _cluster, bootstrap, producer) = empty_cluster(2);
     let start_at = chrono::DateTime::parse_from_rfc3339("2024-07-09T00:00:00Z").unwrap();
     let grants: Vec<produce::Unit> = (0..MESSAGES)
         .map(|i| {
             let at = (start_at + chrono::Duration::seconds(i64::from(i))).format("%Y-%m-%dT%H:%M:%S%.3f+0000");
-            grant(i, &format!("198.51.100.{}", i % IPS), &at.to_string())
+            // Keyed, so the two partitions get even shares.
+            produce::Unit {
+                key: Some(format!("k{i}")),
+                ..grant(i, &format!("198.51.100.{}", i % IPS), &at.to_string())
+            }
         })
         .collect();
     produce::send(&producer, &t.logins, &grants[..1]).await.unwrap();
@@ -447,6 +455,17 @@ async fn a_sink_outage_longer_than_the_poll_interval_pauses_instead_of_leaving_t
         committed(&bootstrap, &t.group, &t.logins).iter().map(|x| x.1.max(0)).sum::<i64>() == i64::from(MESSAGES)
     })
     .await;
+    let probe: rdkafka::consumer::BaseConsumer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
+    for p in 0..2 {
+        let (low, _) =
+            rdkafka::consumer::Consumer::fetch_watermarks(&probe, &t.logins, p, std::time::Duration::from_secs(10))
+                .unwrap();
+        assert_eq!(
+            low, 0,
+            "the mock cluster dropped messages of partition {p} (over its 5 MB): the test's premise broke"
+        );
+    }
     let m = scrape(&run).await;
     assert_eq!(
         metric(&m, r#"ccwatch_partition_assignment_changes_total{change="revoked"}"#),
@@ -466,6 +485,34 @@ async fn a_sink_outage_longer_than_the_poll_interval_pauses_instead_of_leaving_t
         .map(|b| serde_json::from_str::<serde_json::Value>(b).unwrap()["alert_id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ids.len() as u32, IPS, "one alert per source IP reached the webhook");
+    run.token.cancel();
+    run.task.await.unwrap().unwrap();
+}
+
+/// Setup-audit records that retention deleted before ccwatch started are not
+/// lost silently: their number is `ccwatch_audit_expired_records` (and the
+/// partition is logged). The mock cluster keeps at most 5 MB per partition,
+/// so 60 messages of 100 KB push its first ones out, as retention would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_records_deleted_by_retention_are_counted() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let (t, _cluster, bootstrap, producer) = empty_cluster(1);
+    let padded = produce::Unit {
+        value: format!("{{\"Action\":\"padding\",\"Display\":\"{}\"}}", "x".repeat(100_000)).into_bytes(),
+        key: None,
+        time: None,
+    };
+    for _ in 0..60 {
+        produce::send(&producer, &t.audit, std::slice::from_ref(&padded)).await.unwrap();
+    }
+    let probe: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
+    let (low, high) = probe.fetch_watermarks(&t.audit, 0, std::time::Duration::from_secs(10)).unwrap();
+    assert!(low > 0 && high == 60, "the mock cluster should have dropped the oldest messages: {low}..{high}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let run = start(live_config(&bootstrap, &t, vec![file_sink(&dir.path().join("alerts.jsonl"))])).await;
+    let m = scrape(&run).await;
+    assert_eq!(metric(&m, "ccwatch_audit_expired_records"), low as f64, "{m}");
     run.token.cancel();
     run.task.await.unwrap().unwrap();
 }

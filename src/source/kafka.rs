@@ -285,7 +285,7 @@ pub fn audit_consumer(k: &KafkaConfig, topic: &str, metrics: Arc<Metrics>) -> an
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
-        .create_with_context(Context::new(metrics, topic))?;
+        .create_with_context(Context::new(metrics.clone(), topic))?;
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(|e| anyhow::anyhow!("cannot read metadata of audit topic {topic}: {e}"))?;
@@ -298,12 +298,39 @@ pub fn audit_consumer(k: &KafkaConfig, topic: &str, metrics: Arc<Metrics>) -> an
     if partitions.is_empty() {
         anyhow::bail!("audit topic {topic} does not exist or has no partitions");
     }
+    metrics.audit_expired_records.set(expired_records(&consumer, topic, &partitions));
     let mut tpl = TopicPartitionList::new();
     for &p in &partitions {
         tpl.add_partition_offset(topic, p, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
     Ok((consumer, partitions))
+}
+
+/// Audit records deleted before this instance could read them: the sum of
+/// the partitions' low watermarks, since the audit topic is read from its
+/// beginning. Retention (or DeleteRecords) removed them, so the privilege
+/// changes they carried are known only if an inventory snapshot covers them.
+/// Each such partition is logged.
+fn expired_records(c: &LiveConsumer, topic: &str, partitions: &[i32]) -> i64 {
+    let mut expired = 0;
+    for &p in partitions {
+        match c.fetch_watermarks(topic, p, Duration::from_secs(10)) {
+            Ok((low, _)) if low > 0 => {
+                tracing::warn!(
+                    topic,
+                    partition = p,
+                    first_offset = low,
+                    "The audit topic no longer holds its first records (retention deleted them): privilege changes \
+                     they carried are unknown unless the inventory covers them. Keep this topic with retention.ms=-1."
+                );
+                expired += low;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(topic, partition = p, error = %e, "Cannot read an audit partition's watermarks."),
+        }
+    }
+    expired
 }
 
 /// Drains assignment changes queued by librdkafka's rebalance callback.

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub state_evictions: IntGaugeVec,
     pub event_time_watermark: IntGauge,
     pub audit_caught_up: IntGauge,
+    /// Setup-audit records deleted before this instance started.
+    pub audit_expired_records: IntGauge,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -240,6 +242,13 @@ impl Metrics {
                 &r,
                 "ccwatch_audit_caught_up",
                 "1 once every setup-audit partition has been read to its end.",
+            ),
+            audit_expired_records: gauge(
+                &r,
+                "ccwatch_audit_expired_records",
+                "Setup-audit records already deleted (retention) when this instance started, so never read: \
+                 the sum of the audit partitions' first offsets. Privilege changes they carried are unknown \
+                 unless an inventory snapshot covers them.",
             ),
             registry: r,
         }
