@@ -455,12 +455,8 @@ async fn a_sink_outage_longer_than_the_poll_interval_pauses_instead_of_leaving_t
         committed(&bootstrap, &t.group, &t.logins).iter().map(|x| x.1.max(0)).sum::<i64>() == i64::from(MESSAGES)
     })
     .await;
-    let probe: rdkafka::consumer::BaseConsumer =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
     for p in 0..2 {
-        let (low, _) =
-            rdkafka::consumer::Consumer::fetch_watermarks(&probe, &t.logins, p, std::time::Duration::from_secs(10))
-                .unwrap();
+        let (low, _) = listed_watermarks(&bootstrap, &t.logins, p);
         assert_eq!(
             low, 0,
             "the mock cluster dropped messages of partition {p} (over its 5 MB): the test's premise broke"
@@ -495,7 +491,6 @@ async fn a_sink_outage_longer_than_the_poll_interval_pauses_instead_of_leaving_t
 /// so 60 messages of 100 KB push its first ones out, as retention would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_records_deleted_by_retention_are_counted() {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
     let (t, _cluster, bootstrap, producer) = empty_cluster(1);
     let padded = produce::Unit {
         value: format!("{{\"Action\":\"padding\",\"Display\":\"{}\"}}", "x".repeat(100_000)).into_bytes(),
@@ -505,8 +500,7 @@ async fn audit_records_deleted_by_retention_are_counted() {
     for _ in 0..60 {
         produce::send(&producer, &t.audit, std::slice::from_ref(&padded)).await.unwrap();
     }
-    let probe: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
-    let (low, high) = probe.fetch_watermarks(&t.audit, 0, std::time::Duration::from_secs(10)).unwrap();
+    let (low, high) = listed_watermarks(&bootstrap, &t.audit, 0);
     assert!(low > 0 && high == 60, "the mock cluster should have dropped the oldest messages: {low}..{high}");
 
     let dir = tempfile::tempdir().unwrap();

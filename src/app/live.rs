@@ -22,7 +22,7 @@ use crate::app::pipeline::{Output, Pipeline};
 use crate::config::live::KafkaConfig;
 use crate::config::Config;
 use crate::decode::{Decoded, Reject};
-use crate::event::{GrantClass, NormalizedEvent};
+use crate::event::{EventTime, GrantClass, NormalizedEvent};
 use crate::score::aggregate::{Emit, EmitKind};
 use crate::sink::live::{DeadLetter, DeadLetters, Sink};
 use crate::source::intake::{Chunk, Intake, Item, PauseGauges, Received};
@@ -123,6 +123,15 @@ struct Live {
     warm_until: HashMap<i32, i64>,
 }
 
+/// After one message of `lane`: its pushed events already moved the lane's
+/// watermark; counted records (latest time `latest`) move it here, and a
+/// message with no event at all still marks the lane live.
+fn advance_lane(merge: &mut Merge<Pending>, lane: (Stream, i32), events: u32, latest: Option<EventTime>) {
+    if events == 0 || latest.is_some() {
+        merge.advance(lane, latest);
+    }
+}
+
 impl Live {
     /// One chunk from intake: messages (already decoded), end-of-partition
     /// markers and assignment changes, in the order received.
@@ -199,9 +208,7 @@ impl Live {
                 }
             }
         }
-        if events == 0 || latest.is_some() {
-            self.merge.advance(lane, latest);
-        }
+        advance_lane(&mut self.merge, lane, events, latest);
         if stream == Stream::Login {
             if let Some(gap) = self.offsets.open(partition, offset, events) {
                 self.metrics.offset_gaps.inc_by((gap.to - gap.from) as u64);
@@ -239,19 +246,13 @@ impl Live {
                 Decoded::Rejected(_) => {}
             }
         }
-        if events == 0 || latest.is_some() {
-            self.merge.advance(lane, latest);
-        }
+        advance_lane(&mut self.merge, lane, events, latest);
     }
 
     fn on_assignment(&mut self, a: Assignment) {
-        let change = match a {
-            Assignment::Assigned(_) => "assigned",
-            Assignment::Revoked(_) => "revoked",
-        };
-        self.metrics.assignment_changes.with_label_values(&[change]).inc();
         match a {
             Assignment::Assigned(ps) => {
+                self.metrics.assignment_changes.with_label_values(&["assigned"]).inc();
                 let partitions: Vec<i32> = ps.iter().map(|a| a.partition).collect();
                 self.merge.assign(Stream::Login, &partitions);
                 for a in ps {
@@ -277,6 +278,7 @@ impl Live {
                 }
             }
             Assignment::Revoked(ps) => {
+                self.metrics.assignment_changes.with_label_values(&["revoked"]).inc();
                 self.merge.revoke(Stream::Login, &ps);
                 self.offsets.forget(&ps);
                 for p in &ps {

@@ -201,14 +201,11 @@ impl<'a> Object<'a> {
             return Ok(Object { text, members, slots, scan_only });
         }
         p.object_inner(1, &mut |k: JStr<'a>, v: Val<'a>| {
-            let (tag, raw, val_escaped) = match v {
-                Val::Null => (TAG_NULL, "", false),
-                Val::Bool(false) => (TAG_FALSE, "", false),
-                Val::Bool(true) => (TAG_TRUE, "", false),
-                Val::Num(n) => (TAG_NUM, n, false),
-                Val::Str(s) => (TAG_STR, s.raw, s.escaped),
-                Val::Obj(o) => (TAG_OBJ, o, false),
-                Val::Arr(a) => (TAG_ARR, a, false),
+            let tag = v.tag();
+            let (raw, val_escaped) = match v {
+                Val::Null | Val::Bool(_) => ("", false),
+                Val::Num(n) | Val::Obj(n) | Val::Arr(n) => (n, false),
+                Val::Str(s) => (s.raw, s.escaped),
             };
             let i = members.len();
             let mut next = 0;

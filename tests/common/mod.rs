@@ -163,6 +163,14 @@ pub fn high_watermarks(bootstrap: &str, topic: &str) -> Vec<(i32, i64)> {
     out
 }
 
+/// A partition's low and high watermarks as the broker lists them
+/// (ListOffsets; the mock cluster's answer is exact, Tansu's is not, see
+/// `high_watermarks`).
+pub fn listed_watermarks(bootstrap: &str, topic: &str, partition: i32) -> (i64, i64) {
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    c.fetch_watermarks(topic, partition, Duration::from_secs(10)).unwrap()
+}
+
 /// The group's committed offset per partition (0 when none).
 pub fn committed(bootstrap: &str, group: &str, topic: &str) -> Vec<(i32, i64)> {
     let c: BaseConsumer =
