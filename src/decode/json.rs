@@ -163,19 +163,37 @@ const TAG_STR: u8 = 4;
 const TAG_OBJ: u8 = 5;
 const TAG_ARR: u8 = 6;
 
+thread_local! {
+    /// Member storage, handed back by each dropped `Object` so that the hot
+    /// path does not allocate a vector per record.
+    static MEMBERS: std::cell::Cell<Vec<Member>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+impl Drop for Object<'_> {
+    fn drop(&mut self) {
+        if self.members.capacity() > 0 {
+            MEMBERS.set(std::mem::take(&mut self.members));
+        }
+    }
+}
+
 impl Default for Object<'_> {
     fn default() -> Self {
         Object { text: "", members: Vec::new(), slots: [0; 256], scan_only: false }
     }
 }
 
+/// A key's hash from its length and its first and last bytes. An empty key
+/// uses the quotes around it (`"`), so the parser can hash straight from the
+/// text without a branch on the length.
 #[inline]
 fn key_hash(k: &[u8]) -> u8 {
-    match k {
-        [] => 0,
-        [first, .., last] => (k.len() as u8).wrapping_mul(31) ^ first.wrapping_mul(7) ^ last.rotate_left(3),
-        [only] => 31u8 ^ only.wrapping_mul(7) ^ only.rotate_left(3),
-    }
+    key_hash_parts(k.len(), *k.first().unwrap_or(&b'"'), *k.last().unwrap_or(&b'"'))
+}
+
+#[inline(always)]
+fn key_hash_parts(len: usize, first: u8, last: u8) -> u8 {
+    (len as u8).wrapping_mul(31) ^ first.wrapping_mul(7) ^ last.rotate_left(3)
 }
 
 impl<'a> Object<'a> {
@@ -188,7 +206,8 @@ impl<'a> Object<'a> {
         let off = |s: &str| (s.as_ptr() as usize).wrapping_sub(base) as u32;
         let mut p = Parser::new(text);
         p.skip_ws();
-        let mut members: Vec<Member> = Vec::with_capacity(48);
+        let mut members = MEMBERS.take();
+        members.clear();
         let mut slots = [0u8; 256];
         let mut scan_only = false;
         if p.plain {
@@ -292,7 +311,10 @@ impl<'a> Object<'a> {
         if let Some(v) = self.text(path) {
             return Some(v);
         }
-        let (head, rest) = path.split_once('.')?;
+        // A byte loop: `split_once` sets up a searcher costing more than
+        // these short keys.
+        let dot = path.bytes().position(|b| b == b'.')?;
+        let (head, rest) = (&path[..dot], &path[dot + 1..]);
         let Val::Obj(nested) = self.get(head)? else { return None };
         nested_text(nested, rest)
     }
@@ -366,8 +388,8 @@ fn is_blank(s: &str) -> bool {
 /// Text at `path` inside a validated object text, found by walking its members
 /// without collecting them (relationship objects are read once per record).
 fn nested_text<'a>(obj: &'a str, path: &str) -> Option<Cow<'a, str>> {
-    let (head, rest) = match path.split_once('.') {
-        Some((h, r)) => (h, Some(r)),
+    let (head, rest) = match path.bytes().position(|b| b == b'.') {
+        Some(dot) => (&path[..dot], Some(&path[dot + 1..])),
         None => (path, None),
     };
     // `obj` was validated with its parent, so the walk may stop at the first
@@ -789,7 +811,12 @@ enum Run {
 /// plain text, using the quote bitmap as a cursor: the current word stays in a
 /// register and each string end is one bit pop. Stops at the first member of
 /// any other shape without consuming it.
-#[inline(always)]
+///
+/// This is the loop a replay spends most of its time in (~35 members per
+/// login record), so it is written for the machine: not inlined (inlined into
+/// `Object::parse` its state spilled to the stack), byte reads unchecked where
+/// a bound is proven, and members written into room reserved up front.
+#[inline(never)]
 fn compact_run<const RECORD: bool>(
     bytes: &[u8],
     quotes: &[u64],
@@ -797,46 +824,141 @@ fn compact_run<const RECORD: bool>(
     out: &mut Vec<Member>,
     slots: &mut [u8; 256],
 ) -> Run {
+    let len = bytes.len();
     let mut w = pos / 64;
     let Some(&first) = quotes.get(w) else { return Run::Other(pos) };
     let mut bits = first & (u64::MAX << (pos % 64));
+    // A member spans at least five bytes (`"":0,`), so this is room enough.
+    let mut n = out.len();
+    if RECORD {
+        out.reserve((len - pos.min(len)) / 5 + 1);
+    }
+    let room = out.capacity();
+    let dst = out.as_mut_ptr();
+    // A byte of the text. SAFETY: every caller passes an index below `len`,
+    // shown at each use.
+    let at = |i: usize| -> u8 {
+        debug_assert!(i < len);
+        unsafe { *bytes.get_unchecked(i) }
+    };
     // The next quote at or after the cursor, consumed; past the last quote
     // the run stops and the general parser reports the unterminated string.
+    // Quote bits are only set below `len`, so a popped index is below `len`.
     macro_rules! pop {
-        () => {{
+        ($out:lifetime) => {{
             while bits == 0 {
                 w += 1;
                 match quotes.get(w) {
                     Some(&b) => bits = b,
-                    None => return Run::Other(pos),
+                    None => break $out Run::Other(pos),
                 }
             }
-            let at = w * 64 + bits.trailing_zeros() as usize;
+            let q = w * 64 + bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            at
+            q
         }};
     }
-    loop {
-        if pop!() != pos {
-            return Run::Other(pos);
+    let run = 'members: loop {
+        if pop!('members) != pos {
+            break Run::Other(pos);
         }
         let key = pos + 1;
-        let key_end = pop!();
-        if bytes.get(key_end + 1..key_end + 3) != Some(b":\"") {
-            return Run::Other(pos);
+        let key_end = pop!('members);
+        // `key_end + 2 < len` covers the `:` and the value's first byte.
+        if key_end + 2 >= len || at(key_end + 1) != b':' {
+            break Run::Other(pos);
         }
-        // The value's opening quote is at `key_end + 2`: the next bit.
-        let _ = pop!();
-        let val_end = pop!();
+        let val = key_end + 2;
+        let (tag, val, val_end, after) = match at(val) {
+            // The value's opening quote is the next bit.
+            b'"' => {
+                let _ = pop!('members);
+                let val_end = pop!('members);
+                (TAG_STR, val + 1, val_end, val_end + 1)
+            }
+            // Numbers and literals hold no quote, so the cursor stays valid.
+            b'-' | b'0'..=b'9' => {
+                let Some(end) = number_end(bytes, val) else { break Run::Other(pos) };
+                (TAG_NUM, val, end, end)
+            }
+            b'n' if bytes.get(val..val + 4) == Some(b"null") => (TAG_NULL, 0, 0, val + 4),
+            _ => break Run::Other(pos),
+        };
         if RECORD {
-            push_member(bytes, out, slots, key, key_end, TAG_STR, key_end + 3, val_end);
+            let mut next = 0;
+            if n < 255 {
+                // `key` and `key_end - 1` lie between two quotes below `len`
+                // (an empty key hashes its own quotes, as `key_hash` does).
+                let h = usize::from(key_hash_parts(key_end - key, at(key), at(key_end - 1)));
+                next = slots[h];
+                slots[h] = n as u8 + 1;
+            }
+            let m = Member {
+                key: key as u32,
+                key_len: (key_end - key) as u32,
+                val: val as u32,
+                val_len: (val_end - val) as u32,
+                tag,
+                key_escaped: false,
+                val_escaped: false,
+                next,
+            };
+            if n < room {
+                // SAFETY: `n < room`, the vector's capacity; the slot is
+                // initialised here and counted by `set_len` below.
+                unsafe { dst.add(n).write(m) };
+                n += 1;
+            } else {
+                break Run::Other(pos);
+            }
         }
-        match bytes.get(val_end + 1) {
-            Some(b',') => pos = val_end + 2,
-            Some(b'}') => return Run::Closed(val_end + 2),
-            _ => return Run::AfterValue(val_end + 1),
+        if after >= len {
+            break Run::AfterValue(after);
         }
+        match at(after) {
+            b',' => pos = after + 1,
+            b'}' => break Run::Closed(after + 1),
+            _ => break Run::AfterValue(after),
+        }
+    };
+    if RECORD {
+        // SAFETY: members `..n` were each written above (or were already there).
+        unsafe { out.set_len(n) };
     }
+    run
+}
+
+/// The end of the JSON number starting at `i`, or `None` if the grammar
+/// (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`) is not met there.
+#[inline(always)]
+fn number_end(bytes: &[u8], mut i: usize) -> Option<usize> {
+    let digit = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_digit);
+    let digits = |mut i: usize| {
+        let start = i;
+        while digit(i) {
+            i += 1;
+        }
+        (i > start).then_some(i)
+    };
+    if bytes.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    i = match bytes.get(i) {
+        Some(b'0') => i + 1,
+        Some(b'1'..=b'9') => digits(i)?,
+        _ => return None,
+    };
+    if bytes.get(i) == Some(&b'.') {
+        i = digits(i + 1)?;
+    }
+    if matches!(bytes.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(bytes.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        i = digits(i)?;
+    }
+    Some(i)
 }
 
 /// Appends one unescaped member and chains it into the key-hash slots.
@@ -879,21 +1001,46 @@ mod quote_index {
         let full = bytes.len() / 64;
         out.clear();
         out.resize(full + 1, 0);
-        let avx2 = has_avx2();
-        let mut special = false;
-        let mut blocks = bytes.chunks_exact(64);
-        for (dst, block) in out.iter_mut().zip(&mut blocks) {
-            let (q, sp) = block_any(block, avx2);
-            *dst = q;
-            special |= sp;
-        }
+        let special = full_blocks(bytes, &mut out[..full]);
         // The tail, padded with spaces (neither quote, backslash nor control).
-        let rest = blocks.remainder();
+        let rest = &bytes[full * 64..];
         let mut tail = [b' '; 64];
         tail[..rest.len()].copy_from_slice(rest);
         let (q, sp) = block64(&tail);
         out[full] = q;
         !(special | sp)
+    }
+
+    /// Quote bits of each whole 64-byte block; true if any block holds a
+    /// backslash or control byte.
+    fn full_blocks(bytes: &[u8], out: &mut [u64]) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY: the CPU was just detected to have AVX2.
+            return unsafe { full_blocks_avx2(bytes, out) };
+        }
+        let mut special = false;
+        for (dst, block) in out.iter_mut().zip(bytes.chunks_exact(64)) {
+            let (q, sp) = block64(block);
+            *dst = q;
+            special |= sp;
+        }
+        special
+    }
+
+    /// `full_blocks` compiled for AVX2 as a whole, so the per-block work is
+    /// inlined into one loop instead of a call per block.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn full_blocks_avx2(bytes: &[u8], out: &mut [u64]) -> bool {
+        let mut special = false;
+        for (dst, block) in out.iter_mut().zip(bytes.chunks_exact(64)) {
+            // SAFETY: this function only runs on CPUs with AVX2.
+            let (q, sp) = unsafe { block64_avx2(block) };
+            *dst = q;
+            special |= sp;
+        }
+        special
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -902,26 +1049,10 @@ mod quote_index {
         std::arch::is_x86_feature_detected!("avx2")
     }
 
-    #[cfg(not(target_arch = "x86_64"))]
-    #[inline(always)]
-    fn has_avx2() -> bool {
-        false
-    }
-
-    #[inline(always)]
-    fn block_any(block: &[u8], avx2: bool) -> (u64, bool) {
-        #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            // SAFETY: `avx2` is only true when the CPU was detected to have AVX2.
-            return unsafe { block64_avx2(block) };
-        }
-        let _ = avx2;
-        block64(block)
-    }
-
     /// The same as `block64`, 32 bytes at a time.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
+    #[inline]
     unsafe fn block64_avx2(block: &[u8]) -> (u64, bool) {
         use std::arch::x86_64::*;
         let mut q = 0u64;
@@ -1179,7 +1310,7 @@ mod tests {
                         proptest::prop_assert_eq!(o.get(k).and_then(|v| v.text()).map(|c| c.into_owned()), Some(s.clone()));
                     }
                 }
-            }
+            };
         }
 
         #[test]
