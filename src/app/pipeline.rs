@@ -6,7 +6,7 @@
 
 use crate::config::Config;
 use crate::correlate::Correlator;
-use crate::event::NormalizedEvent;
+use crate::event::{NormalizedEvent, Observation};
 use crate::score::aggregate::{Aggregator, Emit};
 use crate::score::Scorer;
 
@@ -32,7 +32,21 @@ impl Pipeline {
     /// Processes one event in event-time order; appends what to emit.
     pub fn process(&mut self, ev: &NormalizedEvent, out: &mut Vec<Output>) {
         if let Some(obs) = self.correlator.observe(ev) {
-            if let Some(e) = self.aggregator.observe(self.scorer.score(&obs)) {
+            let alert = match &obs {
+                // Most grants repeat an open alert without raising its score:
+                // fold those by id and score, without building the alert.
+                Observation::Grant(g) => {
+                    let (id, score) = self.scorer.grant_id_and_score(g);
+                    let l = &g.login;
+                    if self.aggregator.fold_repeat(&id, score, l.time, l.event_id.as_deref()) {
+                        None
+                    } else {
+                        Some(self.scorer.grant_alert(g, id))
+                    }
+                }
+                Observation::Enablement(_) => Some(self.scorer.score(&obs)),
+            };
+            if let Some(e) = alert.and_then(|a| self.aggregator.observe(a)) {
                 out.push((e, true));
             }
         }

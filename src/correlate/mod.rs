@@ -313,16 +313,15 @@ impl Correlator {
         };
         let profile = user_id.and_then(|id| self.privileges.profile(id));
         let relaxed = self.apps.get(app).and_then(|a| a.relaxed.as_deref());
-        // Every range that applies to this grant, with where it came from.
-        let mut known: Vec<(IpRange, String)> = Vec::new();
+        // Every range that applies to this grant, with where it came from
+        // (`None`: the profile's own range). Described only when reported.
+        let mut known: Vec<(IpRange, Option<&str>)> = Vec::new();
         if let Some(p) = &profile {
             if relaxed.is_none() {
-                for r in self.privileges.profile_ranges(p) {
-                    known.push((*r, format!("profile '{p}' login IP range")));
-                }
+                known.extend(self.privileges.profile_ranges(p).iter().map(|r| (*r, None)));
             }
             let configured = self.cfg.ranges.by_profile.get(&normalize_profile(p));
-            known.extend(configured.into_iter().flatten().map(|r| (r.range, r.source.clone())));
+            known.extend(configured.into_iter().flatten().map(|r| (r.range, Some(r.source.as_str()))));
         }
         let mut keyed = vec![(&self.cfg.ranges.by_app, app.to_string())];
         if let Some(id) = user_id {
@@ -331,11 +330,15 @@ impl Correlator {
         if let Some(u) = username {
             keyed.push((&self.cfg.ranges.by_user, u.trim().to_lowercase()));
         }
-        for (map, key) in keyed {
-            known.extend(map.get(&key).into_iter().flatten().map(|r| (r.range, r.source.clone())));
+        for (map, key) in &keyed {
+            known.extend(map.get(key).into_iter().flatten().map(|r| (r.range, Some(r.source.as_str()))));
         }
-        if let Some((r, source)) = known.iter().find(|(r, _)| r.contains(ip)) {
-            return IpVerdict::Inside { range: format!("{r} ({source})") };
+        let describe = |(r, source): &(IpRange, Option<&str>)| match source {
+            Some(s) => format!("{r} ({s})"),
+            None => format!("{r} (profile '{}' login IP range)", profile.as_deref().unwrap_or_default()),
+        };
+        if let Some(hit) = known.iter().find(|(r, _)| r.contains(ip)) {
+            return IpVerdict::Inside { range: describe(hit) };
         }
         if known.is_empty() {
             let mut scope = format!(
@@ -350,7 +353,7 @@ impl Correlator {
             return IpVerdict::NoRestriction { scope };
         }
         let total = known.len();
-        let mut ranges: Vec<String> = known.into_iter().take(4).map(|(r, s)| format!("{r} ({s})")).collect();
+        let mut ranges: Vec<String> = known.iter().take(4).map(describe).collect();
         if total > 4 {
             ranges.push(format!("and {} more", total - 4));
         }

@@ -123,6 +123,10 @@ impl Privileges {
     /// Where each privileged permission the user holds comes from.
     pub fn grants(&self, id: SfId) -> Vec<PermGrant> {
         let Some(u) = self.users.get(&id) else { return Vec::new() };
+        if u.privs.is_empty() {
+            // Nothing to explain: skip naming every source.
+            return Vec::new();
+        }
         let mut sources: Vec<(Perms, String)> = Vec::new();
         if let Some(p) = &u.profile {
             sources.push((self.profile_perms(u), format!("profile '{p}'")));

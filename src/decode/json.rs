@@ -254,9 +254,21 @@ impl<'a> Object<'a> {
         Ok(Object { text, members, slots, scan_only })
     }
 
+    /// The text at a member's offsets.
+    #[inline(always)]
+    fn slice(&self, at: u32, len: u32) -> &'a str {
+        let (at, end) = (at as usize, at as usize + len as usize);
+        debug_assert!(self.text.is_char_boundary(at) && self.text.is_char_boundary(end));
+        // SAFETY: members are recorded by the parser from this text, and every
+        // offset is next to an ASCII delimiter (a quote, `:`, `,`, a brace) or
+        // at the start or end of a number or literal, so both ends are in
+        // bounds and on character boundaries of this valid UTF-8 text.
+        unsafe { self.text.get_unchecked(at..end) }
+    }
+
     #[inline]
     fn raw_key(&self, m: &Member) -> &'a str {
-        &self.text[m.key as usize..(m.key + m.key_len) as usize]
+        self.slice(m.key, m.key_len)
     }
 
     fn key(&self, m: &Member) -> JStr<'a> {
@@ -265,7 +277,7 @@ impl<'a> Object<'a> {
 
     #[inline]
     fn value(&self, m: &Member) -> Val<'a> {
-        let raw = &self.text[m.val as usize..(m.val + m.val_len) as usize];
+        let raw = self.slice(m.val, m.val_len);
         match m.tag {
             TAG_NULL => Val::Null,
             TAG_FALSE => Val::Bool(false),
@@ -279,28 +291,45 @@ impl<'a> Object<'a> {
 
     /// The member with this key; with duplicate keys the last wins, as in serde_json.
     #[inline(always)]
-    pub fn get(&self, key: &str) -> Option<Val<'a>> {
+    fn find(&self, key: &str) -> Option<&Member> {
         if self.scan_only {
-            return self.members.iter().rev().find(|m| self.key(m).eq_str(key)).map(|m| self.value(m));
+            return self.members.iter().rev().find(|m| self.key(m).eq_str(key));
         }
         let key = key.as_bytes();
-        let text = self.text.as_bytes();
         let mut i = usize::from(self.slots[usize::from(key_hash(key))]);
         while let Some(m) = i.checked_sub(1).and_then(|i| self.members.get(i)) {
-            if m.key_len as usize == key.len()
-                && text.get(m.key as usize..(m.key + m.key_len) as usize).is_some_and(|k| same_bytes(k, key))
-            {
-                return Some(self.value(m));
+            if m.key_len as usize == key.len() && same_bytes(self.raw_key(m).as_bytes(), key) {
+                return Some(m);
             }
             i = usize::from(m.next);
         }
         None
     }
 
+    /// The member with this key; with duplicate keys the last wins, as in serde_json.
+    #[inline(always)]
+    pub fn get(&self, key: &str) -> Option<Val<'a>> {
+        self.find(key).map(|m| self.value(m))
+    }
+
     /// A member's text, with blank strings treated as absent.
     #[inline]
     pub fn text(&self, key: &str) -> Option<Cow<'a, str>> {
-        self.get(key).and_then(|v| v.text()).filter(|s| !is_blank(s))
+        let m = self.find(key)?;
+        if m.tag == TAG_STR && !m.val_escaped {
+            // The common case, without building a `Val` first.
+            let s = self.slice(m.val, m.val_len);
+            return (!is_blank(s)).then_some(Cow::Borrowed(s));
+        }
+        self.value(m).text().filter(|s| !is_blank(s))
+    }
+
+    /// `head.key`: text of `key` in the nested object `head`, for a caller
+    /// that knows its path has exactly one dot (no flat-name fallback).
+    #[inline]
+    pub fn nested_member_text(&self, head: &str, key: &str) -> Option<Cow<'a, str>> {
+        let Val::Obj(nested) = self.get(head)? else { return None };
+        nested_text(nested, key)
     }
 
     /// Text at a dotted path through nested objects (`"PermissionSet.Name"`), or a
@@ -314,9 +343,7 @@ impl<'a> Object<'a> {
         // A byte loop: `split_once` sets up a searcher costing more than
         // these short keys.
         let dot = path.bytes().position(|b| b == b'.')?;
-        let (head, rest) = (&path[..dot], &path[dot + 1..]);
-        let Val::Obj(nested) = self.get(head)? else { return None };
-        nested_text(nested, rest)
+        self.nested_member_text(&path[..dot], &path[dot + 1..])
     }
 
     pub fn has(&self, key: &str) -> bool {

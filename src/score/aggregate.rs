@@ -76,6 +76,35 @@ impl Aggregator {
         None
     }
 
+    /// Folds one more grant into its open aggregate without an alert being
+    /// built, when that cannot change what is written: the aggregate is open
+    /// and `score` does not rise above it. The same as `observe` with a
+    /// one-count candidate in that case; false when the caller must build the
+    /// alert and call `observe`.
+    pub fn fold_repeat(&mut self, alert_id: &str, score: f64, time: EventTime, evidence: Option<&str>) -> bool {
+        let Some(open) = self.open.get_mut(alert_id) else { return false };
+        let agg = &mut open.alert;
+        if score > agg.score {
+            return false;
+        }
+        agg.count += 1;
+        if time < agg.first_time {
+            agg.first_time = time;
+            agg.first_seen = time.to_string();
+        }
+        if time > agg.last_time {
+            agg.last_time = time;
+            agg.last_seen = time.to_string();
+        }
+        if let Some(e) = evidence {
+            if agg.evidence.len() < self.max_evidence && !agg.evidence.iter().any(|x| x == e) {
+                agg.evidence.push(e.to_string());
+            }
+        }
+        open.dirty = true;
+        true
+    }
+
     /// Closes aggregates whose day (plus grace) ended before `watermark`.
     /// Returns every closed aggregate; `Emit::alert` is final.
     pub fn close_through(&mut self, watermark: EventTime) -> Vec<(Emit, bool)> {
@@ -185,6 +214,25 @@ mod tests {
         let (e, write) = &closed[0];
         assert!(write);
         assert_eq!((e.alert.count, e.alert.score, e.alert.last_seen.as_str()), (4, 8.0, "1970-01-01T00:00:04.000Z"));
+    }
+
+    #[test]
+    fn folding_a_repeat_equals_observing_it_and_declines_what_it_cannot_fold() {
+        let steps = [(500, 7.0, "e0"), (2000, 7.0, "e2"), (2000, 6.5, "e2"), (3000, 7.0, "e3"), (4000, 7.0, "e4")];
+        let (mut by_alert, mut by_fold) = (Aggregator::new(3), Aggregator::new(3));
+        by_alert.observe(alert("a", 1000, 7.0, "e1"));
+        assert!(!by_fold.fold_repeat("a", 7.0, EventTime(1000), Some("e1")), "nothing open to fold into");
+        by_fold.observe(alert("a", 1000, 7.0, "e1"));
+        for (t, score, ev) in steps {
+            assert!(by_alert.observe(alert("a", t, score, ev)).is_none());
+            assert!(by_fold.fold_repeat("a", score, EventTime(t), Some(ev)));
+        }
+        assert!(!by_fold.fold_repeat("a", 7.5, EventTime(5000), None), "a rising score needs the full alert");
+        assert!(!by_fold.fold_repeat("b", 7.0, EventTime(5000), None));
+        let (a, f) = (by_alert.finish(), by_fold.finish());
+        assert_eq!(a, f);
+        assert_eq!((f[0].0.alert.count, f[0].0.alert.first_seen.as_str()), (6, "1970-01-01T00:00:00.500Z"));
+        assert_eq!(f[0].0.alert.evidence, vec!["e1", "e0", "e2"]);
     }
 
     #[test]

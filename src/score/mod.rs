@@ -14,6 +14,8 @@ use crate::event::{
     Severity, SfId,
 };
 use sha2::{Digest, Sha256};
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 /// ATT&CK techniques: valid cloud accounts, stolen application access tokens,
 /// use of application access tokens.
@@ -31,17 +33,40 @@ shared client secret. If this activity is unexpected, rotate the consumer secret
 pub struct Scorer {
     cfg: ScoringConfig,
     default_org: Option<SfId>,
+    /// Recent alert ids by their hash input: an integration grants the same
+    /// (user, app, IP, day) many times, and SHA-256 in software is most of
+    /// scoring a repeat. Bounded: cleared when full.
+    ids: RefCell<HashMap<Vec<u8>, String>>,
 }
+
+/// Most distinct alert ids remembered by `Scorer::ids`.
+const ID_MEMO: usize = 4096;
 
 /// A stable id: rule + org + user + app + source IP + UTC day.
 pub fn alert_id(rule: Rule, org: &str, user: &str, app: &str, ip: &str, day: &str) -> String {
-    let mut h = Sha256::new();
-    for part in [rule.id(), org, user, app, ip, day] {
-        h.update(part.as_bytes());
-        h.update([0x1f]);
+    id_of_preimage(&preimage(rule, org, user, app, ip, day))
+}
+
+/// The bytes an alert id hashes: each part followed by a unit separator.
+fn preimage(rule: Rule, org: &str, user: &str, app: &str, ip: &str, day: &str) -> Vec<u8> {
+    let parts = [rule.id(), org, user, app, ip, day];
+    let mut bytes = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for part in parts {
+        bytes.extend_from_slice(part.as_bytes());
+        bytes.push(0x1f);
     }
-    let digest = h.finalize();
-    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+    bytes
+}
+
+fn id_of_preimage(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(24);
+    for b in &digest[..12] {
+        id.push(char::from(HEX[usize::from(b >> 4)]));
+        id.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    id
 }
 
 fn round2(x: f64) -> f64 {
@@ -55,7 +80,7 @@ fn privilege_detail(user: &str, grants: &[PermGrant]) -> String {
 
 impl Scorer {
     pub fn new(cfg: ScoringConfig, default_org: Option<SfId>) -> Scorer {
-        Scorer { cfg, default_org }
+        Scorer { cfg, default_org, ids: RefCell::new(HashMap::new()) }
     }
 
     pub fn severity(&self, score: f64) -> Severity {
@@ -83,65 +108,109 @@ impl Scorer {
 
     /// The factors that apply to one grant, in the documented order.
     pub fn grant_factors(&self, g: &GrantObservation) -> Vec<Factor> {
+        self.grant_factors_with(g, true)
+    }
+
+    /// The factors, with their one-line details only when `details` is set:
+    /// a repeat of an open alert needs the weights alone.
+    fn grant_factors_with(&self, g: &GrantObservation, details: bool) -> Vec<Factor> {
         let w = &self.cfg.weights;
-        let user = g.username.clone().or(g.user_id.map(|i| i.to_string())).unwrap_or_else(|| "unknown".into());
+        let user = match details {
+            true => g.username.clone().or(g.user_id.map(|i| i.to_string())).unwrap_or_else(|| "unknown".into()),
+            false => String::new(),
+        };
         let app = g.login.app.as_deref().unwrap_or("unknown app");
         let ip = g.login.source_ip.as_deref().unwrap_or("no IP");
         let mut f = Vec::new();
-        let mut add = |id: &'static str, weight: f64, detail: String| f.push(Factor { id, weight, detail });
+        // Each detail is a closure, run only when details are wanted.
+        let mut add = |id: &'static str, weight: f64, detail: &dyn Fn() -> String| {
+            f.push(Factor { id, weight, detail: if details { detail() } else { String::new() } })
+        };
         if !g.privileges.is_empty() {
-            add("privileged_run_as_user", w.privileged_run_as_user, privilege_detail(&user, &g.privileges));
+            add("privileged_run_as_user", w.privileged_run_as_user, &|| privilege_detail(&user, &g.privileges));
         }
         if let Some(e) = &g.escalation {
-            add("recent_privilege_escalation", w.recent_privilege_escalation, format!("run-as user {user} {}", e.via));
+            add("recent_privilege_escalation", w.recent_privilege_escalation, &|| {
+                format!("run-as user {user} {}", e.via)
+            });
         }
         match &g.ip {
-            IpVerdict::Outside { ranges } => add(
-                "ip_outside_allowed_ranges",
-                w.ip_outside_allowed_ranges,
-                format!("source IP {ip} is outside every allowed range: {ranges}"),
-            ),
+            IpVerdict::Outside { ranges } => add("ip_outside_allowed_ranges", w.ip_outside_allowed_ranges, &|| {
+                format!("source IP {ip} is outside every allowed range: {ranges}")
+            }),
             IpVerdict::NoRestriction { scope } => {
-                add("no_ip_restriction", w.no_ip_restriction, format!("no allowed IP range is known for {scope}"))
+                add("no_ip_restriction", w.no_ip_restriction, &|| format!("no allowed IP range is known for {scope}"))
             }
-            IpVerdict::Inside { range } => add(
-                "ip_within_allowed_ranges",
-                w.ip_within_allowed_ranges,
-                format!("source IP {ip} is inside allowed range {range}"),
-            ),
+            IpVerdict::Inside { range } => add("ip_within_allowed_ranges", w.ip_within_allowed_ranges, &|| {
+                format!("source IP {ip} is inside allowed range {range}")
+            }),
             IpVerdict::NoIp => {}
         }
         if let Some(known) = g.new_ip {
-            add(
-                "new_source_ip",
-                w.new_source_ip,
+            add("new_source_ip", w.new_source_ip, &|| {
                 format!(
                     "source IP {ip} not seen before for user {user} and app '{app}' ({known} other IP(s) in history)"
-                ),
-            );
+                )
+            });
         }
         if let Some(c) = &g.flow_change {
-            add("flow_recently_enabled", w.flow_recently_enabled, c.what.clone());
+            add("flow_recently_enabled", w.flow_recently_enabled, &|| c.what.clone());
         }
         if let Some(b) = &g.failed_burst {
-            add(
-                "failed_grant_burst",
-                w.failed_grant_burst,
+            add("failed_grant_burst", w.failed_grant_burst, &|| {
                 format!(
                     "{} failed client-credentials grants for user {user} between {} and {}",
                     b.count, b.first, b.last
-                ),
-            );
+                )
+            });
         }
         f
     }
 
+    /// A grant's alert id and score, without building the alert: enough for
+    /// the aggregator to fold a repeat that does not raise the score.
+    pub fn grant_id_and_score(&self, g: &GrantObservation) -> (String, f64) {
+        (self.grant_alert_id(g), self.total(&self.grant_factors_with(g, false)))
+    }
+
+    fn grant_user_key(g: &GrantObservation) -> Option<String> {
+        g.user_id.map(|i| i.to_string()).or_else(|| g.username.as_deref().map(str::to_lowercase))
+    }
+
+    fn grant_alert_id(&self, g: &GrantObservation) -> String {
+        let l = &g.login;
+        let org = l.org_id.or(self.default_org).map(|o| o.to_string());
+        let key = preimage(
+            Rule::ClientCredentialsGrant,
+            org.as_deref().unwrap_or(""),
+            Self::grant_user_key(g).as_deref().unwrap_or(""),
+            &l.app.as_deref().unwrap_or("").to_lowercase(),
+            l.source_ip.as_deref().unwrap_or(""),
+            &l.time.day_string(),
+        );
+        let mut ids = self.ids.borrow_mut();
+        if let Some(id) = ids.get(&key) {
+            return id.clone();
+        }
+        if ids.len() >= ID_MEMO {
+            ids.clear();
+        }
+        let id = id_of_preimage(&key);
+        ids.insert(key, id.clone());
+        id
+    }
+
     fn grant(&self, g: &GrantObservation) -> Alert {
+        self.grant_alert(g, self.grant_alert_id(g))
+    }
+
+    /// The full alert for a grant whose id is already computed.
+    pub fn grant_alert(&self, g: &GrantObservation, alert_id: String) -> Alert {
         let l = &g.login;
         let factors = self.grant_factors(g);
         let score = self.total(&factors);
         let org = l.org_id.or(self.default_org).map(|o| o.to_string());
-        let user_key = g.user_id.map(|i| i.to_string()).or_else(|| g.username.as_deref().map(str::to_lowercase));
+        let user_key = Self::grant_user_key(g);
         let user_label = g.username.clone().or_else(|| user_key.clone()).unwrap_or_else(|| "unknown user".into());
         let privileged = if g.privileges.is_empty() { "" } else { "privileged " };
         let title = format!(
@@ -150,14 +219,7 @@ impl Scorer {
             l.source_ip.as_deref().unwrap_or("unknown IP"),
         );
         Alert {
-            alert_id: alert_id(
-                Rule::ClientCredentialsGrant,
-                org.as_deref().unwrap_or(""),
-                user_key.as_deref().unwrap_or(""),
-                &l.app.as_deref().unwrap_or("").to_lowercase(),
-                l.source_ip.as_deref().unwrap_or(""),
-                &l.time.day_string(),
-            ),
+            alert_id,
             rule: Rule::ClientCredentialsGrant,
             severity: self.severity(score),
             score,
