@@ -852,9 +852,6 @@ fn compact_run<const RECORD: bool>(
     slots: &mut [u8; 256],
 ) -> Run {
     let len = bytes.len();
-    let mut w = pos / 64;
-    let Some(&first) = quotes.get(w) else { return Run::Other(pos) };
-    let mut bits = first & (u64::MAX << (pos % 64));
     // A member spans at least five bytes (`"":0,`), so this is room enough.
     let mut n = out.len();
     if RECORD {
@@ -868,42 +865,35 @@ fn compact_run<const RECORD: bool>(
         debug_assert!(i < len);
         unsafe { *bytes.get_unchecked(i) }
     };
-    // The next quote at or after the cursor, consumed; past the last quote
-    // the run stops and the general parser reports the unterminated string.
-    // Quote bits are only set below `len`, so a popped index is below `len`.
-    macro_rules! pop {
-        ($out:lifetime) => {{
-            while bits == 0 {
-                w += 1;
-                match quotes.get(w) {
-                    Some(&b) => bits = b,
-                    None => break $out Run::Other(pos),
-                }
-            }
-            let q = w * 64 + bits.trailing_zeros() as usize;
-            bits &= bits - 1;
-            q
-        }};
-    }
-    let run = 'members: loop {
-        if pop!('members) != pos {
+    // The first quote after `p`, straight from the bitmap: no cursor to
+    // carry between members. Quote bits are only set below `len`.
+    let next_quote = |p: usize| -> Option<usize> {
+        let mut w = p / 64;
+        let mut word = *quotes.get(w)? & (u64::MAX << (p % 64) << 1);
+        while word == 0 {
+            w += 1;
+            word = *quotes.get(w)?;
+        }
+        Some(w * 64 + word.trailing_zeros() as usize)
+    };
+    let run = loop {
+        // The key's opening quote at `pos`; in a plain text any quote
+        // between members opens a string.
+        if pos >= len || at(pos) != b'"' {
             break Run::Other(pos);
         }
         let key = pos + 1;
-        let key_end = pop!('members);
+        let Some(key_end) = next_quote(pos) else { break Run::Other(pos) };
         // `key_end + 2 < len` covers the `:` and the value's first byte.
         if key_end + 2 >= len || at(key_end + 1) != b':' {
             break Run::Other(pos);
         }
         let val = key_end + 2;
         let (tag, val, val_end, after) = match at(val) {
-            // The value's opening quote is the next bit.
             b'"' => {
-                let _ = pop!('members);
-                let val_end = pop!('members);
+                let Some(val_end) = next_quote(val) else { break Run::Other(pos) };
                 (TAG_STR, val + 1, val_end, val_end + 1)
             }
-            // Numbers and literals hold no quote, so the cursor stays valid.
             b'-' | b'0'..=b'9' => {
                 let Some(end) = number_end(bytes, val) else { break Run::Other(pos) };
                 (TAG_NUM, val, end, end)
