@@ -136,7 +136,9 @@ pub struct Object<'a> {
     members: Vec<Member>,
     /// Key hash → 1 + index of the last member with that hash (0: none); members
     /// with the same hash are chained through `Member::next`.
-    slots: [u8; 256],
+    /// Boxed (and pooled) so that an `Object` is small to move; `None` only
+    /// once dropped.
+    slots: Option<Box<[u8; 256]>>,
     /// An escaped key or more than 255 members: look up by scanning.
     scan_only: bool,
 }
@@ -167,6 +169,8 @@ thread_local! {
     /// Member storage, handed back by each dropped `Object` so that the hot
     /// path does not allocate a vector per record.
     static MEMBERS: std::cell::Cell<Vec<Member>> = const { std::cell::Cell::new(Vec::new()) };
+    /// The same for the key-hash table.
+    static SLOTS: std::cell::Cell<Option<Box<[u8; 256]>>> = const { std::cell::Cell::new(None) };
 }
 
 impl Drop for Object<'_> {
@@ -174,12 +178,9 @@ impl Drop for Object<'_> {
         if self.members.capacity() > 0 {
             MEMBERS.set(std::mem::take(&mut self.members));
         }
-    }
-}
-
-impl Default for Object<'_> {
-    fn default() -> Self {
-        Object { text: "", members: Vec::new(), slots: [0; 256], scan_only: false }
+        if let Some(slots) = self.slots.take() {
+            SLOTS.set(Some(slots));
+        }
     }
 }
 
@@ -208,7 +209,8 @@ impl<'a> Object<'a> {
         p.skip_ws();
         let mut members = MEMBERS.take();
         members.clear();
-        let mut slots = [0u8; 256];
+        let mut slots = SLOTS.take().unwrap_or_else(|| Box::new([0; 256]));
+        slots.fill(0);
         let mut scan_only = false;
         if p.plain {
             p.plain_members::<true>(1, &mut members, &mut slots)?;
@@ -217,7 +219,7 @@ impl<'a> Object<'a> {
                 return Err(p.err("trailing characters after object"));
             }
             scan_only = members.len() > 255;
-            return Ok(Object { text, members, slots, scan_only });
+            return Ok(Object { text, members, slots: Some(slots), scan_only });
         }
         p.object_inner(1, &mut |k: JStr<'a>, v: Val<'a>| {
             let tag = v.tag();
@@ -251,7 +253,7 @@ impl<'a> Object<'a> {
         if p.pos != p.bytes.len() {
             return Err(p.err("trailing characters after object"));
         }
-        Ok(Object { text, members, slots, scan_only })
+        Ok(Object { text, members, slots: Some(slots), scan_only })
     }
 
     /// The text at a member's offsets.
@@ -296,7 +298,7 @@ impl<'a> Object<'a> {
             return self.members.iter().rev().find(|m| self.key(m).eq_str(key));
         }
         let key = key.as_bytes();
-        let mut i = usize::from(self.slots[usize::from(key_hash(key))]);
+        let mut i = usize::from(self.slots.as_ref().map_or(0, |s| s[usize::from(key_hash(key))]));
         while let Some(m) = i.checked_sub(1).and_then(|i| self.members.get(i)) {
             if m.key_len as usize == key.len() && same_bytes(self.raw_key(m).as_bytes(), key) {
                 return Some(m);
