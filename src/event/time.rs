@@ -131,13 +131,32 @@ fn fraction(b: &[u8], mut i: usize) -> Option<(i64, usize)> {
     Some((ms, i))
 }
 
-fn parse_iso(b: &[u8]) -> Option<EventTime> {
+thread_local! {
+    /// The last `YYYY-MM-DD` parsed on this thread and its day number: an
+    /// archive's consecutive records nearly always share their date.
+    static LAST_DATE: std::cell::Cell<([u8; 10], i64)> = const { std::cell::Cell::new(([0; 10], 0)) };
+}
+
+/// Days since the epoch of a valid `YYYY-MM-DD` prefix.
+fn iso_date_days(b: &[u8]) -> Option<i64> {
+    let date: [u8; 10] = b.get(..10)?.try_into().ok()?;
+    let (last, days) = LAST_DATE.get();
+    if date == last {
+        return Some(days);
+    }
     let (y, mo, d) = (num(b, 0, 4)?, num(b, 5, 2)?, num(b, 8, 2)?);
-    if b.get(7) != Some(&b'-') {
+    if b[7] != b'-' || !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) {
         return None;
     }
+    let days = days_from_civil(y, mo, d);
+    LAST_DATE.set((date, days));
+    Some(days)
+}
+
+fn parse_iso(b: &[u8]) -> Option<EventTime> {
+    let days = iso_date_days(b)?;
     if b.len() == 10 {
-        return build(y, mo, d, 0, 0, 0, 0, 0);
+        return from_days(days, 0, 0, 0, 0, 0);
     }
     if !matches!(b[10], b'T' | b't' | b' ') || b.get(13) != Some(&b':') {
         return None;
@@ -178,7 +197,7 @@ fn parse_iso(b: &[u8]) -> Option<EventTime> {
     if i != b.len() {
         return None;
     }
-    build(y, mo, d, h, mi, sec, ms, offset_min)
+    from_days(days, h, mi, sec, ms, offset_min)
 }
 
 fn parse_elf(b: &[u8]) -> Option<EventTime> {
@@ -193,11 +212,18 @@ fn parse_elf(b: &[u8]) -> Option<EventTime> {
 
 #[allow(clippy::too_many_arguments)]
 fn build(y: i64, mo: i64, d: i64, h: i64, mi: i64, s: i64, ms: i64, offset_min: i64) -> Option<EventTime> {
-    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || s > 60 {
+    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) {
+        return None;
+    }
+    from_days(days_from_civil(y, mo, d), h, mi, s, ms, offset_min)
+}
+
+/// The instant `h:mi:s.ms` at UTC offset `offset_min` on day `days` (a valid date).
+fn from_days(days: i64, h: i64, mi: i64, s: i64, ms: i64, offset_min: i64) -> Option<EventTime> {
+    if h > 23 || mi > 59 || s > 60 {
         return None;
     }
     let s = s.min(59); // a leap second folds into the minute's last second
-    let days = days_from_civil(y, mo, d);
     let t = ((days * 24 + h) * 60 + mi - offset_min) * 60_000 + s * 1000 + ms;
     (MIN_MS..=MAX_MS).contains(&t).then_some(EventTime(t))
 }
@@ -251,6 +277,19 @@ mod tests {
         assert_eq!(t("2024-07-08T07:26:18.239123456Z"), "2024-07-08T07:26:18.239Z");
         assert_eq!(t("2024-07-08T07:26:18.2Z"), "2024-07-08T07:26:18.200Z");
         assert_eq!(t("2024-02-29"), "2024-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn the_remembered_date_checks_only_the_date() {
+        assert_eq!(t("2024-07-08T07:26:18Z"), "2024-07-08T07:26:18.000Z");
+        // Same date, so the memo answers for it; the rest is still checked.
+        assert_eq!(t("2024-07-08T25:00:00Z"), "none");
+        assert_eq!(t("2024-07-08Tjunk"), "none");
+        assert_eq!(t("2024-07-08T23:59:59.999-01:00"), "2024-07-09T00:59:59.999Z");
+        // A new date replaces it only when valid.
+        assert_eq!(t("2023-02-29T00:00:00Z"), "none");
+        assert_eq!(t("2023-02-28"), "2023-02-28T00:00:00.000Z");
+        assert_eq!(t("2024-07-08"), "2024-07-08T00:00:00.000Z");
     }
 
     #[test]
