@@ -145,21 +145,29 @@ pub struct Object<'a> {
 
 /// One member as offsets into the object text.
 #[derive(Debug, Clone, Copy)]
-struct Member {
-    key: u32,
-    key_len: u32,
-    val: u32,
-    val_len: u32,
-    tag: u8,
+pub(super) struct Member {
+    pub(super) key: u32,
+    pub(super) key_len: u32,
+    pub(super) val: u32,
+    pub(super) val_len: u32,
+    pub(super) tag: u8,
     key_escaped: bool,
     val_escaped: bool,
     /// 1 + index of the previous member whose key has the same hash (0: none).
-    next: u8,
+    pub(super) next: u8,
 }
 
-const TAG_NULL: u8 = 0;
-const TAG_FALSE: u8 = 1;
-const TAG_TRUE: u8 = 2;
+impl Member {
+    /// A member of a plain text (no escapes).
+    #[inline(always)]
+    pub(super) fn plain(key: u32, key_len: u32, val: u32, val_len: u32, tag: u8, next: u8) -> Member {
+        Member { key, key_len, val, val_len, tag, key_escaped: false, val_escaped: false, next }
+    }
+}
+
+pub(super) const TAG_NULL: u8 = 0;
+pub(super) const TAG_FALSE: u8 = 1;
+pub(super) const TAG_TRUE: u8 = 2;
 const TAG_NUM: u8 = 3;
 const TAG_STR: u8 = 4;
 const TAG_OBJ: u8 = 5;
@@ -210,17 +218,27 @@ impl<'a> Object<'a> {
         let mut members = MEMBERS.take();
         members.clear();
         let mut slots = SLOTS.take().unwrap_or_else(|| Box::new([0; 256]));
-        slots.fill(0);
         let mut scan_only = false;
         if p.plain {
+            // A record shaped like a recent one: checked against its template
+            // instead of being walked member by member.
+            if super::template::apply(p.bytes, &p.quotes, &mut members, &mut slots) {
+                return Ok(Object { text, members, slots: Some(slots), scan_only: false });
+            }
+            slots.fill(0);
+            members.clear();
             p.plain_members::<true>(1, &mut members, &mut slots)?;
             p.skip_ws();
             if p.pos != p.bytes.len() {
                 return Err(p.err("trailing characters after object"));
             }
             scan_only = members.len() > 255;
+            if !scan_only {
+                super::template::learn(p.bytes, &p.quotes, &members, &slots);
+            }
             return Ok(Object { text, members, slots: Some(slots), scan_only });
         }
+        slots.fill(0);
         p.object_inner(1, &mut |k: JStr<'a>, v: Val<'a>| {
             let tag = v.tag();
             let (raw, val_escaped) = match v {
@@ -387,7 +405,7 @@ fn compact_first_member<'a>(obj: &'a str, key: &str) -> Option<&'a str> {
 /// Byte equality of two short slices of equal length, inline: keys are a few
 /// to a few dozen bytes, where a call to `memcmp` costs more than comparing.
 #[inline(always)]
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
         return false;
@@ -410,8 +428,14 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
+/// Empty or only whitespace (Unicode's, as `str::trim` has it); a first byte
+/// that is visible ASCII settles it without a scan.
+#[inline]
 fn is_blank(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_whitespace())
+    match s.as_bytes().first() {
+        Some(&b) if b > b' ' && b < 0x80 => false,
+        _ => s.trim().is_empty(),
+    }
 }
 
 /// Text at `path` inside a validated object text, found by walking its members
@@ -950,7 +974,7 @@ fn compact_run<const RECORD: bool>(
 /// The end of the JSON number starting at `i`, or `None` if the grammar
 /// (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`) is not met there.
 #[inline(always)]
-fn number_end(bytes: &[u8], mut i: usize) -> Option<usize> {
+pub(super) fn number_end(bytes: &[u8], mut i: usize) -> Option<usize> {
     let digit = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_digit);
     let digits = |mut i: usize| {
         let start = i;
@@ -1370,6 +1394,80 @@ mod tests {
                 }
             }
         }
+    }
+
+    proptest::proptest! {
+        /// Records sharing keys but not always value kinds: each is parsed
+        /// after the others taught the reader their shapes (templates), and
+        /// must read exactly as serde_json reads it.
+        #[test]
+        fn records_read_the_same_whatever_shapes_came_before(
+            keys in proptest::collection::btree_set("[a-zA-Z_.]{0,10}", 1..10),
+            rows in proptest::collection::vec(proptest::collection::vec(arb_json(), 10), 1..6),
+            nested in proptest::bool::ANY,
+        ) {
+            for row in &rows {
+                let mut m = serde_json::Map::new();
+                if nested {
+                    m.insert("attributes".into(), serde_json::json!({"type": "LoginEvent", "url": "/x"}));
+                }
+                for (k, v) in keys.iter().zip(row) {
+                    m.insert(k.clone(), v.clone());
+                }
+                m.insert("zz_pad".into(), serde_json::Value::String("p".repeat(300)));
+                let text = serde_json::to_string(&m).unwrap();
+                let o = Object::parse(&text).unwrap();
+                proptest::prop_assert_eq!(o.len(), m.len());
+                for (k, v) in &m {
+                    let got = o.get(k).map(|v| match v {
+                        Val::Obj(t) | Val::Arr(t) | Val::Num(t) => serde_json::from_str::<serde_json::Value>(t).unwrap(),
+                        Val::Str(s) => serde_json::Value::String(s.value().into_owned()),
+                        Val::Bool(b) => serde_json::Value::Bool(b),
+                        Val::Null => serde_json::Value::Null,
+                    });
+                    proptest::prop_assert_eq!(got.as_ref(), Some(v), "key {:?} in {}", k, text);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_record_shaped_like_the_last_one_is_read_from_its_template() {
+        let pad = "p".repeat(300);
+        let row = |ty: &str, n: &str, v: &str| {
+            format!(r#"{{"attributes":{{"type":"{ty}"}},"N":{n},"Key":"{v}","Z":null,"Pad":"{pad}"}}"#)
+        };
+        let learned = row("LoginEvent", "1.5", "alpha");
+        let o = Object::parse(&learned).unwrap();
+        assert_eq!(o.text("Key").as_deref(), Some("alpha"));
+        // Same shape, other values: the template reads it.
+        let same = row("SetupAuditTrail", "-20e3", "");
+        let p = Parser::new(&same);
+        let (mut members, mut slots) = (Vec::new(), [0u8; 256]);
+        assert!(p.plain && super::super::template::apply(p.bytes, &p.quotes, &mut members, &mut slots));
+        let o = Object::parse(&same).unwrap();
+        assert_eq!(o.path_text("attributes.type").as_deref(), Some("SetupAuditTrail"));
+        assert_eq!(o.get("N"), Some(Val::Num("-20e3")));
+        assert_eq!(o.get("Key").and_then(|v| v.text()).as_deref(), Some(""));
+        assert_eq!(o.get("Z"), Some(Val::Null));
+        assert!(o.text("Pad").is_some_and(|p| p.len() == 300));
+        // A string where the template has a number, a broken number, a
+        // different key, trailing bytes: no template; the parser decides.
+        for other in [
+            row("T", "\"1\"", "v"),
+            row("T", "01", "v"),
+            row("T", "1", "v").replace("\"Key\"", "\"Kez\""),
+            row("T", "1", "v") + "x",
+        ] {
+            let p = Parser::new(&other);
+            assert!(!super::super::template::apply(p.bytes, &p.quotes, &mut members, &mut slots), "{other}");
+        }
+        assert_eq!(
+            Object::parse(&row("T", "\"1\"", "v")).unwrap().get("N").and_then(|v| v.text()).as_deref(),
+            Some("1")
+        );
+        assert!(Object::parse(&row("T", "01", "v")).is_err());
+        assert!(Object::parse(&(row("T", "1", "v") + "x")).is_err());
     }
 
     fn arb_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
