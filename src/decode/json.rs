@@ -893,15 +893,7 @@ fn compact_run<const RECORD: bool>(
     };
     // The first quote after `p`, straight from the bitmap: no cursor to
     // carry between members. Quote bits are only set below `len`.
-    let next_quote = |p: usize| -> Option<usize> {
-        let mut w = p / 64;
-        let mut word = *quotes.get(w)? & (u64::MAX << (p % 64) << 1);
-        while word == 0 {
-            w += 1;
-            word = *quotes.get(w)?;
-        }
-        Some(w * 64 + word.trailing_zeros() as usize)
-    };
+    let next_quote = |p: usize| quote_after(quotes, p);
     let run = loop {
         // The key's opening quote at `pos`; in a plain text any quote
         // between members opens a string.
@@ -936,16 +928,7 @@ fn compact_run<const RECORD: bool>(
                 next = slots[h];
                 slots[h] = n as u8 + 1;
             }
-            let m = Member {
-                key: key as u32,
-                key_len: (key_end - key) as u32,
-                val: val as u32,
-                val_len: (val_end - val) as u32,
-                tag,
-                key_escaped: false,
-                val_escaped: false,
-                next,
-            };
+            let m = Member::plain(key as u32, (key_end - key) as u32, val as u32, (val_end - val) as u32, tag, next);
             if n < room {
                 // SAFETY: `n < room`, the vector's capacity; the slot is
                 // initialised here and counted by `set_len` below.
@@ -969,6 +952,18 @@ fn compact_run<const RECORD: bool>(
         unsafe { out.set_len(n) };
     }
     run
+}
+
+/// The first quote after offset `p`, from a quote bitmap.
+#[inline(always)]
+pub(super) fn quote_after(quotes: &[u64], p: usize) -> Option<usize> {
+    let mut w = p / 64;
+    let mut word = *quotes.get(w)? & (u64::MAX << (p % 64) << 1);
+    while word == 0 {
+        w += 1;
+        word = *quotes.get(w)?;
+    }
+    Some(w * 64 + word.trailing_zeros() as usize)
 }
 
 /// The end of the JSON number starting at `i`, or `None` if the grammar
@@ -1024,16 +1019,7 @@ fn push_member(
         next = slots[h];
         slots[h] = i as u8 + 1;
     }
-    out.push(Member {
-        key: key as u32,
-        key_len: (key_end - key) as u32,
-        val: val as u32,
-        val_len: (val_end - val) as u32,
-        tag,
-        key_escaped: false,
-        val_escaped: false,
-        next,
-    });
+    out.push(Member::plain(key as u32, (key_end - key) as u32, val as u32, (val_end - val) as u32, tag, next));
 }
 
 /// The quote bitmap, sixteen bytes at a time.

@@ -18,7 +18,7 @@
 //! value's end is always the next quote. Templates are per thread, at most
 //! `KEPT` of them, each at most `MAX_TEXT` bytes of skeleton: bounded memory.
 
-use super::json::{number_end, Member, TAG_FALSE, TAG_NULL, TAG_TRUE};
+use super::json::{number_end, quote_after, Member, TAG_FALSE, TAG_NULL, TAG_TRUE};
 use std::cell::RefCell;
 
 /// Templates kept per thread, most recently used first.
@@ -97,18 +97,6 @@ thread_local! {
     static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
 }
 
-/// The first quote after offset `p`, from the quote bitmap.
-#[inline(always)]
-fn next_quote(quotes: &[u64], p: usize) -> Option<usize> {
-    let mut w = p / 64;
-    let mut word = *quotes.get(w)? & (u64::MAX << (p % 64) << 1);
-    while word == 0 {
-        w += 1;
-        word = *quotes.get(w)?;
-    }
-    Some(w * 64 + word.trailing_zeros() as usize)
-}
-
 /// Fills `members` and `slots` for `text` from a kept template; false when
 /// none matches (nothing is then promised about `members` or `slots`).
 pub(super) fn apply(text: &[u8], quotes: &[u64], members: &mut Vec<Member>, slots: &mut [u8; 256]) -> bool {
@@ -160,7 +148,7 @@ fn matches(t: &Template, text: &[u8], quotes: &[u64], starts: &mut Vec<u32>) -> 
         pos = match slot {
             // The segment ends with the value's opening quote; in a plain
             // text the next quote closes it.
-            Slot::Str => match next_quote(quotes, end - 1) {
+            Slot::Str => match quote_after(quotes, end - 1) {
                 Some(q) => q,
                 None => return false,
             },
@@ -220,7 +208,7 @@ fn build(text: &[u8], quotes: &[u64], members: &[Member], slots: &[u8; 256]) -> 
     while let Some(&b) = text.get(i) {
         match b {
             b'"' => {
-                let q = next_quote(quotes, i)?;
+                let q = quote_after(quotes, i)?;
                 let mut j = q + 1;
                 while text.get(j).is_some_and(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n')) {
                     j += 1;
