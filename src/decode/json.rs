@@ -1456,6 +1456,35 @@ mod tests {
         assert!(Object::parse(&(row("T", "1", "v") + "x")).is_err());
     }
 
+    #[test]
+    fn an_input_of_ever_new_shapes_switches_templates_off_for_a_while() {
+        let pad = "p".repeat(300);
+        let row = move |i: usize| format!(r#"{{"k{i}":"v","Pad":"{pad}"}}"#);
+        let tries = |text: &str| {
+            let p = Parser::new(text);
+            let (mut members, mut slots) = (Vec::new(), [0u8; 256]);
+            super::super::template::apply(p.bytes, &p.quotes, &mut members, &mut slots)
+        };
+        // A fresh thread: its own templates, learned from nothing.
+        std::thread::spawn(move || {
+            Object::parse(&row(0)).unwrap();
+            assert!(tries(&row(0)), "a repeated shape hits");
+            // A window of records that each have a new shape.
+            for i in 1..=256 {
+                Object::parse(&row(i)).unwrap();
+            }
+            Object::parse(&row(7)).unwrap();
+            assert!(!tries(&row(7)), "switched off after a window of misses");
+            for _ in 0..4096 {
+                Object::parse(&row(7)).unwrap();
+            }
+            Object::parse(&row(7)).unwrap();
+            assert!(tries(&row(7)), "back on after the pause, learned again");
+        })
+        .join()
+        .unwrap();
+    }
+
     fn arb_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
         use proptest::prelude::*;
         let leaf = prop_oneof![

@@ -17,6 +17,12 @@
 //! Only plain texts (no backslash, no control byte) use templates, so a string
 //! value's end is always the next quote. Templates are per thread, at most
 //! `KEPT` of them, each at most `MAX_TEXT` bytes of skeleton: bounded memory.
+//!
+//! An input whose shapes keep changing (optional fields that are sometimes
+//! `null`) would pay for failed matches and new templates on most records, which
+//! costs far more than hits save. So templates judge themselves: over each
+//! window of `WINDOW` tried records at most `MAX_LEARNED` shapes are learned,
+//! and below three hits in four they switch off for `OFF_FOR` records.
 
 use super::json::{number_end, quote_after, Member, TAG_FALSE, TAG_NULL, TAG_TRUE};
 use std::cell::RefCell;
@@ -91,7 +97,23 @@ struct Cache {
     kept: Vec<Template>,
     /// Scratch: where each segment starts in the record being matched.
     starts: Vec<u32>,
+    /// Records of the current window that tried the templates, and hit.
+    tries: u32,
+    hits: u32,
+    /// Templates learned in the current window.
+    learned: u32,
+    /// Records left to parse without trying templates (a mixed-shape input).
+    off: u32,
 }
+
+/// Templates are judged over this many tried records.
+const WINDOW: u32 = 256;
+/// Below this share of hits (in quarters) they are switched off for `OFF_FOR` records:
+/// a failed match and a learned shape cost more than a hit saves.
+const MIN_HITS_QUARTERS: u32 = 3;
+const OFF_FOR: u32 = 4096;
+/// Shapes learned at most per window, so an input of ever-new shapes pays for few.
+const MAX_LEARNED: u32 = 8;
 
 thread_local! {
     static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
@@ -102,17 +124,31 @@ thread_local! {
 pub(super) fn apply(text: &[u8], quotes: &[u64], members: &mut Vec<Member>, slots: &mut [u8; 256]) -> bool {
     CACHE.with(|c| {
         let Ok(mut c) = c.try_borrow_mut() else { return false };
-        let Cache { kept, starts } = &mut *c;
-        for i in 0..kept.len() {
-            if matches(&kept[i], text, quotes, starts) {
-                fill(&kept[i], starts, members, slots);
+        if c.off > 0 {
+            c.off -= 1;
+            return false;
+        }
+        let c = &mut *c;
+        c.tries += 1;
+        let mut hit = false;
+        for i in 0..c.kept.len() {
+            if matches(&c.kept[i], text, quotes, &mut c.starts) {
+                fill(&c.kept[i], &c.starts, members, slots);
                 if i > 0 {
-                    kept[..=i].rotate_right(1);
+                    c.kept[..=i].rotate_right(1);
                 }
-                return true;
+                hit = true;
+                break;
             }
         }
-        false
+        c.hits += u32::from(hit);
+        if c.tries == WINDOW {
+            if c.hits * 4 < c.tries * MIN_HITS_QUARTERS {
+                c.off = OFF_FOR;
+            }
+            (c.tries, c.hits, c.learned) = (0, 0, 0);
+        }
+        hit
     })
 }
 
@@ -191,12 +227,17 @@ pub(super) fn learn(text: &[u8], quotes: &[u64], members: &[Member], slots: &[u8
     if text.len() > MAX_TEXT || members.len() > 255 {
         return;
     }
-    let Some(t) = build(text, quotes, members, slots) else { return };
     CACHE.with(|c| {
-        if let Ok(mut c) = c.try_borrow_mut() {
-            c.kept.truncate(KEPT - 1);
-            c.kept.insert(0, t);
+        let Ok(mut c) = c.try_borrow_mut() else { return };
+        // Not while switched off (this record did not try), and only a few
+        // new shapes per window.
+        if c.off > 0 || c.learned >= MAX_LEARNED {
+            return;
         }
+        let Some(t) = build(text, quotes, members, slots) else { return };
+        c.learned += 1;
+        c.kept.truncate(KEPT - 1);
+        c.kept.insert(0, t);
     });
 }
 
