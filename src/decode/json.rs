@@ -145,29 +145,29 @@ pub struct Object<'a> {
 
 /// One member as offsets into the object text.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Member {
-    pub(super) key: u32,
-    pub(super) key_len: u32,
-    pub(super) val: u32,
-    pub(super) val_len: u32,
-    pub(super) tag: u8,
+struct Member {
+    key: u32,
+    key_len: u32,
+    val: u32,
+    val_len: u32,
+    tag: u8,
     key_escaped: bool,
     val_escaped: bool,
     /// 1 + index of the previous member whose key has the same hash (0: none).
-    pub(super) next: u8,
+    next: u8,
 }
 
 impl Member {
     /// A member of a plain text (no escapes).
     #[inline(always)]
-    pub(super) fn plain(key: u32, key_len: u32, val: u32, val_len: u32, tag: u8, next: u8) -> Member {
+    fn plain(key: u32, key_len: u32, val: u32, val_len: u32, tag: u8, next: u8) -> Member {
         Member { key, key_len, val, val_len, tag, key_escaped: false, val_escaped: false, next }
     }
 }
 
-pub(super) const TAG_NULL: u8 = 0;
-pub(super) const TAG_FALSE: u8 = 1;
-pub(super) const TAG_TRUE: u8 = 2;
+const TAG_NULL: u8 = 0;
+const TAG_FALSE: u8 = 1;
+const TAG_TRUE: u8 = 2;
 const TAG_NUM: u8 = 3;
 const TAG_STR: u8 = 4;
 const TAG_OBJ: u8 = 5;
@@ -220,22 +220,13 @@ impl<'a> Object<'a> {
         let mut slots = SLOTS.take().unwrap_or_else(|| Box::new([0; 256]));
         let mut scan_only = false;
         if p.plain {
-            // A record shaped like a recent one: checked against its template
-            // instead of being walked member by member.
-            if super::template::apply(p.bytes, &p.quotes, &mut members, &mut slots) {
-                return Ok(Object { text, members, slots: Some(slots), scan_only: false });
-            }
             slots.fill(0);
-            members.clear();
             p.plain_members::<true>(1, &mut members, &mut slots)?;
             p.skip_ws();
             if p.pos != p.bytes.len() {
                 return Err(p.err("trailing characters after object"));
             }
             scan_only = members.len() > 255;
-            if !scan_only {
-                super::template::learn(p.bytes, &p.quotes, &members, &slots);
-            }
             return Ok(Object { text, members, slots: Some(slots), scan_only });
         }
         slots.fill(0);
@@ -405,7 +396,7 @@ fn compact_first_member<'a>(obj: &'a str, key: &str) -> Option<&'a str> {
 /// Byte equality of two short slices of equal length, inline: keys are a few
 /// to a few dozen bytes, where a call to `memcmp` costs more than comparing.
 #[inline(always)]
-pub(super) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
         return false;
@@ -956,7 +947,7 @@ fn compact_run<const RECORD: bool>(
 
 /// The first quote after offset `p`, from a quote bitmap.
 #[inline(always)]
-pub(super) fn quote_after(quotes: &[u64], p: usize) -> Option<usize> {
+fn quote_after(quotes: &[u64], p: usize) -> Option<usize> {
     let mut w = p / 64;
     let mut word = *quotes.get(w)? & (u64::MAX << (p % 64) << 1);
     while word == 0 {
@@ -969,7 +960,7 @@ pub(super) fn quote_after(quotes: &[u64], p: usize) -> Option<usize> {
 /// The end of the JSON number starting at `i`, or `None` if the grammar
 /// (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`) is not met there.
 #[inline(always)]
-pub(super) fn number_end(bytes: &[u8], mut i: usize) -> Option<usize> {
+fn number_end(bytes: &[u8], mut i: usize) -> Option<usize> {
     let digit = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_digit);
     let digits = |mut i: usize| {
         let start = i;
@@ -1383,9 +1374,9 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Records sharing keys but not always value kinds: each is parsed
-        /// after the others taught the reader their shapes (templates), and
-        /// must read exactly as serde_json reads it.
+        /// Records sharing keys but not always value kinds, one after another
+        /// (the reader's per-thread pools are reused between them): each must
+        /// read exactly as serde_json reads it.
         #[test]
         fn records_read_the_same_whatever_shapes_came_before(
             keys in proptest::collection::btree_set("[a-zA-Z_.]{0,10}", 1..10),
@@ -1415,74 +1406,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn a_record_shaped_like_the_last_one_is_read_from_its_template() {
-        let pad = "p".repeat(300);
-        let row = |ty: &str, n: &str, v: &str| {
-            format!(r#"{{"attributes":{{"type":"{ty}"}},"N":{n},"Key":"{v}","Z":null,"Pad":"{pad}"}}"#)
-        };
-        let learned = row("LoginEvent", "1.5", "alpha");
-        let o = Object::parse(&learned).unwrap();
-        assert_eq!(o.text("Key").as_deref(), Some("alpha"));
-        // Same shape, other values: the template reads it.
-        let same = row("SetupAuditTrail", "-20e3", "");
-        let p = Parser::new(&same);
-        let (mut members, mut slots) = (Vec::new(), [0u8; 256]);
-        assert!(p.plain && super::super::template::apply(p.bytes, &p.quotes, &mut members, &mut slots));
-        let o = Object::parse(&same).unwrap();
-        assert_eq!(o.path_text("attributes.type").as_deref(), Some("SetupAuditTrail"));
-        assert_eq!(o.get("N"), Some(Val::Num("-20e3")));
-        assert_eq!(o.get("Key").and_then(|v| v.text()).as_deref(), Some(""));
-        assert_eq!(o.get("Z"), Some(Val::Null));
-        assert!(o.text("Pad").is_some_and(|p| p.len() == 300));
-        // A string where the template has a number, a broken number, a
-        // different key, trailing bytes: no template; the parser decides.
-        for other in [
-            row("T", "\"1\"", "v"),
-            row("T", "01", "v"),
-            row("T", "1", "v").replace("\"Key\"", "\"Kez\""),
-            row("T", "1", "v") + "x",
-        ] {
-            let p = Parser::new(&other);
-            assert!(!super::super::template::apply(p.bytes, &p.quotes, &mut members, &mut slots), "{other}");
-        }
-        assert_eq!(
-            Object::parse(&row("T", "\"1\"", "v")).unwrap().get("N").and_then(|v| v.text()).as_deref(),
-            Some("1")
-        );
-        assert!(Object::parse(&row("T", "01", "v")).is_err());
-        assert!(Object::parse(&(row("T", "1", "v") + "x")).is_err());
-    }
-
-    #[test]
-    fn an_input_of_ever_new_shapes_switches_templates_off_for_a_while() {
-        let pad = "p".repeat(300);
-        let row = move |i: usize| format!(r#"{{"k{i}":"v","Pad":"{pad}"}}"#);
-        let tries = |text: &str| {
-            let p = Parser::new(text);
-            let (mut members, mut slots) = (Vec::new(), [0u8; 256]);
-            super::super::template::apply(p.bytes, &p.quotes, &mut members, &mut slots)
-        };
-        // A fresh thread: its own templates, learned from nothing.
-        std::thread::spawn(move || {
-            Object::parse(&row(0)).unwrap();
-            assert!(tries(&row(0)), "a repeated shape hits");
-            // A window of records that each have a new shape.
-            for i in 1..=256 {
-                Object::parse(&row(i)).unwrap();
-            }
-            Object::parse(&row(7)).unwrap();
-            assert!(!tries(&row(7)), "switched off after a window of misses");
-            for _ in 0..4096 {
-                Object::parse(&row(7)).unwrap();
-            }
-            Object::parse(&row(7)).unwrap();
-            assert!(tries(&row(7)), "back on after the pause, learned again");
-        })
-        .join()
-        .unwrap();
     }
 
     fn arb_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {

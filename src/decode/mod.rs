@@ -21,7 +21,6 @@ pub mod display;
 pub mod inventory;
 pub mod json;
 pub mod login;
-mod template;
 
 use crate::event::{GrantClass, NormalizedEvent, RecordKind};
 use json::{Object, Val};
