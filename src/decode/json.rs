@@ -218,9 +218,9 @@ impl<'a> Object<'a> {
         let mut members = MEMBERS.take();
         members.clear();
         let mut slots = SLOTS.take().unwrap_or_else(|| Box::new([0; 256]));
+        slots.fill(0);
         let mut scan_only = false;
         if p.plain {
-            slots.fill(0);
             p.plain_members::<true>(1, &mut members, &mut slots)?;
             p.skip_ws();
             if p.pos != p.bytes.len() {
@@ -229,7 +229,6 @@ impl<'a> Object<'a> {
             scan_only = members.len() > 255;
             return Ok(Object { text, members, slots: Some(slots), scan_only });
         }
-        slots.fill(0);
         p.object_inner(1, &mut |k: JStr<'a>, v: Val<'a>| {
             let tag = v.tag();
             let (raw, val_escaped) = match v {
@@ -351,10 +350,8 @@ impl<'a> Object<'a> {
         if let Some(v) = self.text(path) {
             return Some(v);
         }
-        // A byte loop: `split_once` sets up a searcher costing more than
-        // these short keys.
-        let dot = path.bytes().position(|b| b == b'.')?;
-        self.nested_member_text(&path[..dot], &path[dot + 1..])
+        let (head, Some(rest)) = split_path(path) else { return None };
+        self.nested_member_text(head, rest)
     }
 
     pub fn has(&self, key: &str) -> bool {
@@ -429,13 +426,20 @@ fn is_blank(s: &str) -> bool {
     }
 }
 
+/// A dotted path's first name and the rest (`None` without a dot). A byte
+/// loop: `split_once` sets up a searcher costing more than these short keys.
+#[inline]
+fn split_path(path: &str) -> (&str, Option<&str>) {
+    match path.bytes().position(|b| b == b'.') {
+        Some(dot) => (&path[..dot], Some(&path[dot + 1..])),
+        None => (path, None),
+    }
+}
+
 /// Text at `path` inside a validated object text, found by walking its members
 /// without collecting them (relationship objects are read once per record).
 fn nested_text<'a>(obj: &'a str, path: &str) -> Option<Cow<'a, str>> {
-    let (head, rest) = match path.bytes().position(|b| b == b'.') {
-        Some(dot) => (&path[..dot], Some(&path[dot + 1..])),
-        None => (path, None),
-    };
+    let (head, rest) = split_path(path);
     // `obj` was validated with its parent, so the walk may stop at the first
     // match (`attributes.type` is the first member of every REST row).
     if rest.is_none() {
@@ -523,13 +527,7 @@ impl<'a> Parser<'a> {
     /// Position of the first quote at or after `from`.
     #[inline(always)]
     fn next_quote(&self, from: usize) -> Option<usize> {
-        let mut w = from / 64;
-        let mut word = *self.quotes.get(w)? & (u64::MAX << (from % 64));
-        while word == 0 {
-            w += 1;
-            word = *self.quotes.get(w)?;
-        }
-        Some(w * 64 + word.trailing_zeros() as usize)
+        quote_from(&self.quotes, from)
     }
 
     #[cold]
@@ -590,42 +588,18 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn digits(&mut self) -> usize {
-        let start = self.pos;
-        while matches!(self.peek(), Some(b'0'..=b'9')) {
-            self.pos += 1;
-        }
-        self.pos - start
-    }
-
     fn number(&mut self) -> Result<Val<'a>, JsonError> {
         let start = self.pos;
-        if self.peek() == Some(b'-') {
-            self.pos += 1;
-        }
-        match self.peek() {
-            Some(b'0') => self.pos += 1,
-            Some(b'1'..=b'9') => {
-                self.digits();
+        match number_end(self.bytes, start) {
+            Ok(end) => {
+                self.pos = end;
+                Ok(Val::Num(&self.text[start..end]))
             }
-            _ => return Err(self.err("invalid number")),
-        }
-        if self.peek() == Some(b'.') {
-            self.pos += 1;
-            if self.digits() == 0 {
-                return Err(self.err("invalid number"));
+            Err(at) => {
+                self.pos = at;
+                Err(self.err("invalid number"))
             }
         }
-        if matches!(self.peek(), Some(b'e' | b'E')) {
-            self.pos += 1;
-            if matches!(self.peek(), Some(b'+' | b'-')) {
-                self.pos += 1;
-            }
-            if self.digits() == 0 {
-                return Err(self.err("invalid number"));
-            }
-        }
-        Ok(Val::Num(&self.text[start..self.pos]))
     }
 
     /// At an opening quote; leaves `pos` after the closing quote.
@@ -884,7 +858,7 @@ fn compact_run<const RECORD: bool>(
     };
     // The first quote after `p`, straight from the bitmap: no cursor to
     // carry between members. Quote bits are only set below `len`.
-    let next_quote = |p: usize| quote_after(quotes, p);
+    let next_quote = |p: usize| quote_from(quotes, p + 1);
     let run = loop {
         // The key's opening quote at `pos`; in a plain text any quote
         // between members opens a string.
@@ -904,7 +878,7 @@ fn compact_run<const RECORD: bool>(
                 (TAG_STR, val + 1, val_end, val_end + 1)
             }
             b'-' | b'0'..=b'9' => {
-                let Some(end) = number_end(bytes, val) else { break Run::Other(pos) };
+                let Ok(end) = number_end(bytes, val) else { break Run::Other(pos) };
                 (TAG_NUM, val, end, end)
             }
             b'n' if bytes.get(val..val + 4) == Some(b"null") => (TAG_NULL, 0, 0, val + 4),
@@ -945,11 +919,11 @@ fn compact_run<const RECORD: bool>(
     run
 }
 
-/// The first quote after offset `p`, from a quote bitmap.
+/// The first quote at or after offset `from`, from a quote bitmap.
 #[inline(always)]
-fn quote_after(quotes: &[u64], p: usize) -> Option<usize> {
-    let mut w = p / 64;
-    let mut word = *quotes.get(w)? & (u64::MAX << (p % 64) << 1);
+fn quote_from(quotes: &[u64], from: usize) -> Option<usize> {
+    let mut w = from / 64;
+    let mut word = *quotes.get(w)? & (u64::MAX << (from % 64));
     while word == 0 {
         w += 1;
         word = *quotes.get(w)?;
@@ -957,17 +931,23 @@ fn quote_after(quotes: &[u64], p: usize) -> Option<usize> {
     Some(w * 64 + word.trailing_zeros() as usize)
 }
 
-/// The end of the JSON number starting at `i`, or `None` if the grammar
-/// (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`) is not met there.
+/// The end of the JSON number starting at `i`; when the grammar
+/// (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`) is not met, the offset
+/// where it fails.
 #[inline(always)]
-fn number_end(bytes: &[u8], mut i: usize) -> Option<usize> {
+fn number_end(bytes: &[u8], mut i: usize) -> Result<usize, usize> {
     let digit = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_digit);
+    // One or more digits from `i`: the offset after them.
     let digits = |mut i: usize| {
         let start = i;
         while digit(i) {
             i += 1;
         }
-        (i > start).then_some(i)
+        if i > start {
+            Ok(i)
+        } else {
+            Err(i)
+        }
     };
     if bytes.get(i) == Some(&b'-') {
         i += 1;
@@ -975,7 +955,7 @@ fn number_end(bytes: &[u8], mut i: usize) -> Option<usize> {
     i = match bytes.get(i) {
         Some(b'0') => i + 1,
         Some(b'1'..=b'9') => digits(i)?,
-        _ => return None,
+        _ => return Err(i),
     };
     if bytes.get(i) == Some(&b'.') {
         i = digits(i + 1)?;
@@ -987,7 +967,7 @@ fn number_end(bytes: &[u8], mut i: usize) -> Option<usize> {
         }
         i = digits(i)?;
     }
-    Some(i)
+    Ok(i)
 }
 
 /// Appends one unescaped member and chains it into the key-hash slots.

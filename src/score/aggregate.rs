@@ -83,24 +83,10 @@ impl Aggregator {
     /// alert and call `observe`.
     pub fn fold_repeat(&mut self, alert_id: &str, score: f64, time: EventTime, evidence: Option<&str>) -> bool {
         let Some(open) = self.open.get_mut(alert_id) else { return false };
-        let agg = &mut open.alert;
-        if score > agg.score {
+        if score > open.alert.score {
             return false;
         }
-        agg.count += 1;
-        if time < agg.first_time {
-            agg.first_time = time;
-            agg.first_seen = time.to_string();
-        }
-        if time > agg.last_time {
-            agg.last_time = time;
-            agg.last_seen = time.to_string();
-        }
-        if let Some(e) = evidence {
-            if agg.evidence.len() < self.max_evidence && !agg.evidence.iter().any(|x| x == e) {
-                agg.evidence.push(e.to_string());
-            }
-        }
+        add_occurrences(&mut open.alert, 1, time, time, evidence, self.max_evidence);
         open.dirty = true;
         true
     }
@@ -138,25 +124,39 @@ impl Aggregator {
     }
 }
 
-/// Folds `cand` into `agg`; true when the score rose (factors replaced).
-fn merge(agg: &mut Alert, cand: Alert, max_evidence: usize) -> bool {
-    agg.count += cand.count;
-    if cand.first_time < agg.first_time {
-        agg.first_time = cand.first_time;
-        agg.first_seen = cand.first_seen;
+/// Counts `count` more occurrences spanning `first..=last` into `agg`, widening
+/// its time span and keeping new evidence ids up to the bound.
+fn add_occurrences<'e>(
+    agg: &mut Alert,
+    count: u64,
+    first: EventTime,
+    last: EventTime,
+    evidence: impl IntoIterator<Item = &'e str>,
+    max_evidence: usize,
+) {
+    agg.count += count;
+    if first < agg.first_time {
+        agg.first_time = first;
+        agg.first_seen = first.to_string();
     }
-    if cand.last_time > agg.last_time {
-        agg.last_time = cand.last_time;
-        agg.last_seen = cand.last_seen;
+    if last > agg.last_time {
+        agg.last_time = last;
+        agg.last_seen = last.to_string();
     }
-    for e in cand.evidence {
+    for e in evidence {
         if agg.evidence.len() >= max_evidence {
             break;
         }
-        if !agg.evidence.contains(&e) {
-            agg.evidence.push(e);
+        if !agg.evidence.iter().any(|x| x == e) {
+            agg.evidence.push(e.to_string());
         }
     }
+}
+
+/// Folds `cand` into `agg`; true when the score rose (factors replaced).
+fn merge(agg: &mut Alert, cand: Alert, max_evidence: usize) -> bool {
+    let evidence = cand.evidence.iter().map(String::as_str);
+    add_occurrences(agg, cand.count, cand.first_time, cand.last_time, evidence, max_evidence);
     if cand.score > agg.score {
         agg.score = cand.score;
         agg.severity = cand.severity;
