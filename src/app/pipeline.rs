@@ -31,20 +31,22 @@ impl Pipeline {
 
     /// Processes one event in event-time order; appends what to emit.
     pub fn process(&mut self, ev: &NormalizedEvent, out: &mut Vec<Output>) {
-        if let Some(obs) = self.correlator.observe(ev) {
-            let alert = match &obs {
+        if let Some(obs) = self.correlator.observe_facts(ev) {
+            let alert = match obs {
                 // Most grants repeat an open alert without raising its score:
-                // fold those by id and score, without building the alert.
-                Observation::Grant(g) => {
-                    let (id, score) = self.scorer.grant_id_and_score(g);
+                // fold those by id and score, without describing the grant
+                // or building the alert.
+                Observation::Grant(mut g) => {
+                    let (id, score) = self.scorer.grant_id_and_score(&g);
                     let l = &g.login;
                     if self.aggregator.fold_repeat(&id, score, l.time, l.event_id.as_deref()) {
                         None
                     } else {
-                        Some(self.scorer.grant_alert(g, id))
+                        self.correlator.describe_grant(&mut g);
+                        Some(self.scorer.grant_alert(&g, id))
                     }
                 }
-                Observation::Enablement(_) => Some(self.scorer.score(&obs)),
+                enablement => Some(self.scorer.score(&enablement)),
             };
             if let Some(e) = alert.and_then(|a| self.aggregator.observe(a)) {
                 out.push((e, true));
@@ -56,7 +58,7 @@ impl Pipeline {
     /// Applies an event to correlation state without raising alerts: audit
     /// records before `--since` still build context.
     pub fn absorb(&mut self, ev: &NormalizedEvent) {
-        let _ = self.correlator.observe(ev);
+        let _ = self.correlator.observe_facts(ev);
     }
 
     /// Alert aggregates not yet closed.

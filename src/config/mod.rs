@@ -328,7 +328,7 @@ impl Config {
                     format!("user '{u}' (config)"),
                 ),
                 (None, None, Some(p)) => {
-                    (&mut ranges.by_profile, normalize_profile(p), format!("profile '{p}' (config)"))
+                    (&mut ranges.by_profile, normalize_profile(p).into_owned(), format!("profile '{p}' (config)"))
                 }
                 _ => {
                     problems.push(format!("{which} needs exactly one of app, user or profile"));

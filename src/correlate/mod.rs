@@ -16,6 +16,7 @@ mod privileges;
 use crate::config::CorrelateConfig;
 use crate::decode::display::normalize_profile;
 use crate::event::ip::parse_ip;
+use crate::event::lowercase;
 use crate::event::{
     Audit, AuditChange, EnablementObservation, EventTime, FailedBurst, FlowChange, GrantObservation, IpRange,
     IpVerdict, Login, NormalizedEvent, Observation, SfId, UserRef,
@@ -94,8 +95,8 @@ pub struct Correlator {
     pub stats: CorrelateStats,
 }
 
-fn app_key(app: Option<&str>) -> String {
-    app.map(|a| a.trim().to_lowercase()).unwrap_or_default()
+fn app_key(app: Option<&str>) -> std::borrow::Cow<'_, str> {
+    app.map(|a| lowercase(a.trim())).unwrap_or_default()
 }
 
 fn audit_ref(a: &Audit) -> String {
@@ -139,7 +140,23 @@ impl Correlator {
         self.pairs.iter().map(|(_, p)| p.ips.len()).sum()
     }
 
+    /// What correlation knows at the event's time, fully described.
     pub fn observe(&mut self, ev: &NormalizedEvent) -> Option<Observation> {
+        let mut obs = self.observe_facts(ev)?;
+        if let Observation::Grant(g) = &mut obs {
+            self.describe_grant(g);
+        }
+        Some(obs)
+    }
+
+    /// `observe` without a grant's evidence written out: privilege sources
+    /// (`PermGrant::via`) and the IP verdict's range text are left empty, so
+    /// the grant can be scored. Most grants repeat an open alert and are
+    /// folded on that score alone; `describe_grant` writes the text for the
+    /// rest. It reads only state that a login leaves alone (privileges, IP
+    /// ranges, app settings), so it must come before the next event, and then
+    /// says what it would have said here.
+    pub fn observe_facts(&mut self, ev: &NormalizedEvent) -> Option<Observation> {
         if ev.time() > self.watermark {
             self.watermark = ev.time();
         }
@@ -174,7 +191,9 @@ impl Correlator {
                     },
                 });
                 match app {
-                    Some(name) => self.apps.entry(app_key(Some(name))).or_default().last_change = change.clone(),
+                    Some(name) => {
+                        self.apps.entry(app_key(Some(name)).into_owned()).or_default().last_change = change.clone()
+                    }
                     None => {
                         let actor = a.actor_label();
                         let last = &self.last_assignment;
@@ -200,7 +219,7 @@ impl Correlator {
                 if id.is_none() {
                     self.stats.unresolved_users += 1;
                 }
-                let key = app_key(Some(app));
+                let key = app_key(Some(app)).into_owned();
                 let actor = a.actor_label();
                 if let Some(u) = self.unnamed_enable.as_mut() {
                     if u.bound_app.is_none() && u.actor == actor && (a.time.0 - u.change.at.0).abs() <= BIND_WINDOW_MS {
@@ -231,7 +250,8 @@ impl Correlator {
                 })))
             }
             AuditChange::IpRelaxation { app, relaxed, setting } => {
-                self.apps.entry(app_key(Some(app))).or_default().relaxed = relaxed.then(|| setting.to_string());
+                self.apps.entry(app_key(Some(app)).into_owned()).or_default().relaxed =
+                    relaxed.then(|| setting.to_string());
                 None
             }
             AuditChange::Ignored | AuditChange::Unparsed => None,
@@ -274,13 +294,13 @@ impl Correlator {
             Principal::Id(id) => Some(*id),
             Principal::Name(_) => None,
         };
-        let privileges = user_id.map(|id| self.privileges.grants(id)).unwrap_or_default();
+        let privileges = user_id.map(|id| self.privileges.held(id)).unwrap_or_default();
         let privileges_known = user_id.is_some_and(|id| self.privileges.knows(id));
         let escalation = user_id.and_then(|id| self.privileges.escalation(id, l.time, self.cfg.escalation_window_ms));
         let username =
             l.username.as_deref().map(str::to_string).or_else(|| user_id.and_then(|id| self.privileges.username(id)));
         let app = app_key(l.app.as_deref());
-        let ip = self.ip_verdict(l, user_id, username.as_deref(), &app);
+        let ip = self.ip_verdict(l, user_id, username.as_deref(), &app, false);
         let new_ip = self.remember_ip(&principal, &app, l);
         let flow_change = self.flow_change(&app, l.time);
         let failed_burst = self.failures.get_mut(&principal).and_then(|q| {
@@ -307,7 +327,27 @@ impl Correlator {
         })))
     }
 
-    fn ip_verdict(&self, l: &Login, user_id: Option<SfId>, username: Option<&str>, app: &str) -> IpVerdict {
+    /// Writes the evidence `observe_facts` left out (see there).
+    pub fn describe_grant(&self, g: &mut GrantObservation) {
+        if let (Some(id), false) = (g.user_id, g.privileges.is_empty()) {
+            let described = self.privileges.grants(id);
+            debug_assert!(described.iter().map(|p| p.label).eq(g.privileges.iter().map(|p| p.label)));
+            g.privileges = described;
+        }
+        let app = app_key(g.login.app.as_deref());
+        g.ip = self.ip_verdict(&g.login, g.user_id, g.username.as_deref(), &app, true);
+    }
+
+    /// Which ranges apply and whether the IP is inside one; with `describe`,
+    /// the ranges' text too.
+    fn ip_verdict(
+        &self,
+        l: &Login,
+        user_id: Option<SfId>,
+        username: Option<&str>,
+        app: &str,
+        describe: bool,
+    ) -> IpVerdict {
         let Some(ip) = l.source_ip.as_deref().and_then(parse_ip) else {
             return IpVerdict::NoIp;
         };
@@ -320,24 +360,32 @@ impl Correlator {
             if relaxed.is_none() {
                 known.extend(self.privileges.profile_ranges(p).iter().map(|r| (*r, None)));
             }
-            let configured = self.cfg.ranges.by_profile.get(&normalize_profile(p));
+            let configured = self.cfg.ranges.by_profile.get(&*normalize_profile(p));
             known.extend(configured.into_iter().flatten().map(|r| (r.range, Some(r.source.as_str()))));
         }
-        let mut keyed = vec![(&self.cfg.ranges.by_app, app.to_string())];
-        if let Some(id) = user_id {
-            keyed.push((&self.cfg.ranges.by_user, id.to_string()));
+        let name = username.map(|u| lowercase(u.trim()));
+        let keyed = [
+            (&self.cfg.ranges.by_app, Some(app)),
+            (&self.cfg.ranges.by_user, user_id.as_ref().map(SfId::as_str)),
+            (&self.cfg.ranges.by_user, name.as_deref()),
+        ];
+        for (map, key) in keyed {
+            let ranges = key.and_then(|k| map.get(k)).into_iter().flatten();
+            known.extend(ranges.map(|r| (r.range, Some(r.source.as_str()))));
         }
-        if let Some(u) = username {
-            keyed.push((&self.cfg.ranges.by_user, u.trim().to_lowercase()));
-        }
-        for (map, key) in &keyed {
-            known.extend(map.get(key).into_iter().flatten().map(|r| (r.range, Some(r.source.as_str()))));
+        let hit = known.iter().find(|(r, _)| r.contains(ip));
+        if !describe {
+            return match (hit, known.is_empty()) {
+                (Some(_), _) => IpVerdict::Inside { range: String::new() },
+                (None, true) => IpVerdict::NoRestriction { scope: String::new() },
+                (None, false) => IpVerdict::Outside { ranges: String::new() },
+            };
         }
         let describe = |(r, source): &(IpRange, Option<&str>)| match source {
             Some(s) => format!("{r} ({s})"),
             None => format!("{r} (profile '{}' login IP range)", profile.as_deref().unwrap_or_default()),
         };
-        if let Some(hit) = known.iter().find(|(r, _)| r.contains(ip)) {
+        if let Some(hit) = hit {
             return IpVerdict::Inside { range: describe(hit) };
         }
         if known.is_empty() {

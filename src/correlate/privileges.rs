@@ -103,7 +103,7 @@ impl Privileges {
     }
 
     pub fn profile_ranges(&self, profile: &str) -> &[IpRange] {
-        self.profiles.get(&normalize_profile(profile)).map(|p| p.ranges.as_slice()).unwrap_or(&[])
+        self.profiles.get(&*normalize_profile(profile)).map(|p| p.ranges.as_slice()).unwrap_or(&[])
     }
 
     /// The escalation, if it happened within `window_ms` before `t`.
@@ -113,7 +113,11 @@ impl Privileges {
     }
 
     fn profile_perms(&self, u: &UserState) -> Perms {
-        u.profile.as_deref().and_then(|p| self.profiles.get(&normalize_profile(p))).map(|p| p.perms).unwrap_or_default()
+        u.profile
+            .as_deref()
+            .and_then(|p| self.profiles.get(&*normalize_profile(p)))
+            .map(|p| p.perms)
+            .unwrap_or_default()
     }
 
     fn set_perms(&self, ps: &str) -> Perms {
@@ -121,6 +125,13 @@ impl Privileges {
     }
 
     /// Where each privileged permission the user holds comes from.
+    /// The privileged permissions `id` holds, labels only (`via` left empty):
+    /// what scoring needs. `grants` names their sources.
+    pub fn held(&self, id: SfId) -> Vec<PermGrant> {
+        let Some(u) = self.users.get(&id) else { return Vec::new() };
+        u.privs.labels().map(|label| PermGrant { label, via: String::new() }).collect()
+    }
+
     pub fn grants(&self, id: SfId) -> Vec<PermGrant> {
         let Some(u) = self.users.get(&id) else { return Vec::new() };
         if u.privs.is_empty() {
@@ -200,7 +211,7 @@ impl Privileges {
                 }
                 if let Some(p) = profile {
                     u.profile = Some(p.to_string());
-                    let pk = normalize_profile(p);
+                    let pk = normalize_profile(p).into_owned();
                     self.profiles.entry(pk).or_default();
                 }
                 for n in [username, name].into_iter().flatten() {
@@ -224,7 +235,7 @@ impl Privileges {
                 if *owned_by_profile {
                     let pname = profile.as_deref().unwrap_or(perm_set).to_string();
                     u.profile.get_or_insert_with(|| pname.clone());
-                    let p = self.profiles.entry(normalize_profile(&pname)).or_default();
+                    let p = self.profiles.entry(normalize_profile(&pname).into_owned()).or_default();
                     p.perms = merge(p.perms);
                 } else {
                     u.perm_sets.insert(key(perm_set));
@@ -298,7 +309,7 @@ impl Privileges {
                 self.recompute(&ids, Some((t, &format!("{label} {state} on permission set '{perm_set}' {via}"))));
             }
             AuditChange::ProfilePermission { profile, perm, label, enabled } => {
-                let k = normalize_profile(profile);
+                let k = normalize_profile(profile).into_owned();
                 let p = self.profiles.entry(k.clone()).or_default();
                 p.perms = if *enabled { p.perms.union(*perm) } else { p.perms.minus(*perm) };
                 let ids = self.users_where(|u| u.profile.as_deref().is_some_and(|p| normalize_profile(p) == k));
@@ -323,11 +334,11 @@ impl Privileges {
             AuditChange::UserProfile { user, from, to } => {
                 let Some(id) = self.resolve_or_create(user) else { return false };
                 self.users.get_mut(&id).expect("created").profile = Some(to.to_string());
-                self.profiles.entry(normalize_profile(to)).or_default();
+                self.profiles.entry(normalize_profile(to).into_owned()).or_default();
                 self.recompute(&[id], Some((t, &format!("profile changed from '{from}' to '{to}' {via}"))));
             }
             AuditChange::LoginIpRange { profile, range, added } => {
-                let p = self.profiles.entry(normalize_profile(profile)).or_default();
+                let p = self.profiles.entry(normalize_profile(profile).into_owned()).or_default();
                 if *added {
                     if !p.ranges.contains(range) {
                         p.ranges.push(*range);

@@ -415,3 +415,69 @@ fn username_only_grants_resolve_through_inventory() {
     assert_eq!(g.user_id, Some(id(USER)));
     assert_eq!(g.privileges[0].label, "View All Data");
 }
+
+/// `observe_facts` leaves a grant's text out and `describe_grant` writes it;
+/// neither may change what is scored: the same factors apply, so the fold
+/// decision made on facts holds for the described alert.
+#[test]
+fn facts_score_as_the_described_grant_does() {
+    let mut kinds = std::collections::BTreeSet::new();
+    for user_range in [false, true] {
+        let mut cfg = Config::default();
+        if user_range {
+            cfg.correlation.ranges.by_user.insert(
+                "marketing-sync@acme.example".into(),
+                vec![LabeledRange { range: IpRange::parse("192.0.2.0/28").unwrap(), source: "user (config)".into() }],
+            );
+        }
+        let scorer = crate::score::Scorer::new(cfg.scoring.clone(), None);
+        let mut c = Correlator::new(cfg.correlation);
+        let range = |added| {
+            audit(
+                "2024-07-09T09:05:00Z",
+                AuditChange::LoginIpRange {
+                    profile: "Integration".into(),
+                    range: IpRange::parse("198.51.100.0/24").unwrap(),
+                    added,
+                },
+            )
+        };
+        let relax = audit(
+            "2024-07-09T09:06:00Z",
+            AuditChange::IpRelaxation {
+                app: "Marketing Sync".into(),
+                relaxed: true,
+                setting: "Relax IP restrictions".into(),
+            },
+        );
+        let setup = [
+            None,
+            Some(profile_row("Integration", Perms::AUTHOR_APEX)),
+            Some(psa("Data Steward", Perms::MODIFY_ALL_DATA)),
+            Some(range(true)),
+            Some(relax),
+            Some(range(false)),
+        ];
+        for (i, step) in setup.into_iter().enumerate() {
+            if let Some(ev) = step {
+                c.observe_facts(&ev);
+            }
+            for (j, ip) in ["198.51.100.7", "203.0.113.9", "192.0.2.3", "no IP"].into_iter().enumerate() {
+                let time = format!("2024-07-09T10:{i:02}:{j:02}Z");
+                let Some(Observation::Grant(facts)) = c.observe_facts(&grant(&time, ip, true)) else {
+                    panic!("no grant")
+                };
+                let mut described = facts.clone();
+                c.describe_grant(&mut described);
+                assert!(facts.privileges.iter().all(|p| p.via.is_empty()), "facts carry no text");
+                assert!(described.privileges.iter().all(|p| !p.via.is_empty()), "{described:?}");
+                let labels = |g: &GrantObservation| g.privileges.iter().map(|p| p.label).collect::<Vec<_>>();
+                assert_eq!(labels(&facts), labels(&described));
+                assert_eq!(std::mem::discriminant(&facts.ip), std::mem::discriminant(&described.ip));
+                assert_eq!(scorer.grant_id_and_score(&facts), scorer.grant_id_and_score(&described));
+                kinds.insert(format!("{:?}", described.ip).split([' ', '{']).next().unwrap_or_default().to_string());
+            }
+        }
+    }
+    assert_eq!(kinds.len(), 4, "every IP verdict was exercised: {kinds:?}");
+}

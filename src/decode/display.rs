@@ -70,10 +70,10 @@ pub fn user_ref(s: &str) -> UserRef {
 
 /// Profile names are printed with a `Custom: ` / `Standard: ` prefix in some
 /// actions and without it in others; this is the comparable form.
-pub fn normalize_profile(s: &str) -> String {
+pub fn normalize_profile(s: &str) -> std::borrow::Cow<'_, str> {
     let s = s.trim();
     let s = strip_prefix_ci(s, "Custom:").or_else(|| strip_prefix_ci(s, "Standard:")).unwrap_or(s);
-    s.trim().to_lowercase()
+    crate::event::lowercase(s.trim())
 }
 
 /// `from X to Y` → `(X, Y)`.

@@ -280,6 +280,15 @@ impl NormalizedEvent {
     }
 }
 
+/// `str::to_lowercase`, without a copy when there is nothing to lower.
+pub fn lowercase(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        std::borrow::Cow::Borrowed(s)
+    } else {
+        std::borrow::Cow::Owned(s.to_lowercase())
+    }
+}
+
 /// One privileged permission a user holds, and where it comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PermGrant {

@@ -52,7 +52,22 @@ impl EventTime {
 
     /// `YYYY-MM-DD` of the UTC day.
     pub fn day_string(self) -> String {
-        self.to_datetime().format("%Y-%m-%d").to_string()
+        if !(MIN_MS..=MAX_MS).contains(&self.0) {
+            return self.to_datetime().format("%Y-%m-%d").to_string();
+        }
+        // Every grant's alert id holds its day: written by hand, not by
+        // chrono's format-string machinery.
+        let (y, m, d) = civil_from_days(self.utc_day());
+        let mut s = String::with_capacity(10);
+        for (n, width) in [(y, 4), (m, 2), (d, 2)] {
+            if width == 2 {
+                s.push('-');
+            }
+            for k in (0..width).rev() {
+                s.push(char::from(b'0' + (n / 10i64.pow(k) % 10) as u8));
+            }
+        }
+        s
     }
 
     pub fn plus(self, ms: i64) -> EventTime {
@@ -238,6 +253,20 @@ fn days_in_month(y: i64, m: i64) -> i64 {
 }
 
 /// Howard Hinnant's days-from-civil.
+/// (year, month, day) of a day number; the inverse of `days_from_civil`
+/// (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
@@ -254,6 +283,22 @@ mod tests {
 
     fn t(s: &str) -> String {
         parse_timestamp(s).map(|t| t.to_string()).unwrap_or_else(|| "none".into())
+    }
+
+    #[test]
+    fn the_day_is_chronos_day() {
+        let chrono_day = |t: EventTime| t.to_datetime().format("%Y-%m-%d").to_string();
+        let mut ms = MIN_MS;
+        while ms <= MAX_MS {
+            for t in [ms, ms + MS_PER_DAY - 1, ms.saturating_sub(1).max(MIN_MS)] {
+                let t = EventTime(t.min(MAX_MS));
+                assert_eq!(t.day_string(), chrono_day(t), "{}", t.0);
+            }
+            ms += 997 * MS_PER_DAY + 12_345;
+        }
+        for t in [EventTime(MAX_MS), EventTime::BEGINNING, EventTime(-1), EventTime(MAX_MS + 1)] {
+            assert_eq!(t.day_string(), chrono_day(t), "{}", t.0);
+        }
     }
 
     #[test]

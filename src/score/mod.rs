@@ -9,11 +9,13 @@
 pub mod aggregate;
 
 use crate::config::ScoringConfig;
+use crate::event::lowercase;
 use crate::event::{
     Alert, EnablementObservation, EventTime, Factor, GrantObservation, IpVerdict, Observation, PermGrant, Rule,
     Severity, SfId,
 };
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -179,12 +181,19 @@ impl Scorer {
 
     fn grant_alert_id(&self, g: &GrantObservation) -> String {
         let l = &g.login;
-        let org = l.org_id.or(self.default_org).map(|o| o.to_string());
+        // The same parts as `grant_user_key` and `alert_id`, borrowed where
+        // they can be: this runs for every grant.
+        let org = l.org_id.or(self.default_org);
+        let user = match (&g.user_id, g.username.as_deref()) {
+            (Some(id), _) => Cow::Borrowed(id.as_str()),
+            (None, Some(name)) => lowercase(name),
+            (None, None) => Cow::Borrowed(""),
+        };
         let key = preimage(
             Rule::ClientCredentialsGrant,
-            org.as_deref().unwrap_or(""),
-            Self::grant_user_key(g).as_deref().unwrap_or(""),
-            &l.app.as_deref().unwrap_or("").to_lowercase(),
+            org.as_ref().map_or("", SfId::as_str),
+            &user,
+            &lowercase(l.app.as_deref().unwrap_or("")),
             l.source_ip.as_deref().unwrap_or(""),
             &l.time.day_string(),
         );
