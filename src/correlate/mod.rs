@@ -5,6 +5,9 @@
 //! grant's event time as an `Observation`.
 //!
 //! Pure and synchronous: `observe(&NormalizedEvent) -> Option<Observation>`.
+//! The pipeline calls it in two steps, `observe_facts` then, only for a grant
+//! that will raise or change an alert, `describe_grant`, which writes the
+//! evidence text; most grants repeat an open alert and never need it.
 //! Time only comes from events, so replay and live agree. Memory is bounded:
 //! per-(user, app) IP history and per-user failure windows live in LRU maps of
 //! configured size, with evictions counted in `CorrelateStats`. The privilege
