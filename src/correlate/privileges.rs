@@ -126,10 +126,16 @@ impl Privileges {
 
     /// Where each privileged permission the user holds comes from.
     /// The privileged permissions `id` holds, labels only (`via` left empty):
-    /// what scoring needs. `grants` names their sources.
+    /// what scoring needs. `grants` names their sources. The labels are the
+    /// ones `grants` keeps, a held permission that some current source grants,
+    /// so a grant scores the same before and after it is described.
     pub fn held(&self, id: SfId) -> Vec<PermGrant> {
         let Some(u) = self.users.get(&id) else { return Vec::new() };
-        u.privs.labels().map(|label| PermGrant { label, via: String::new() }).collect()
+        if u.privs.is_empty() {
+            return Vec::new();
+        }
+        let sourced = Perms(u.privs.0 & self.effective(u).0);
+        sourced.labels().map(|label| PermGrant { label, via: String::new() }).collect()
     }
 
     pub fn grants(&self, id: SfId) -> Vec<PermGrant> {
