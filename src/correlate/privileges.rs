@@ -125,10 +125,10 @@ impl Privileges {
     }
 
     /// Where each privileged permission the user holds comes from.
-    /// The privileged permissions `id` holds, labels only (`via` left empty):
-    /// what scoring needs. `grants` names their sources. The labels are the
-    /// ones `grants` keeps, a held permission that some current source grants,
-    /// so a grant scores the same before and after it is described.
+    /// The privileged permissions `id` holds and some current source grants,
+    /// labels only (`via` left empty): what scoring needs. `grants` starts
+    /// from this list, so a grant scores the same before and after it is
+    /// described.
     pub fn held(&self, id: SfId) -> Vec<PermGrant> {
         let Some(u) = self.users.get(&id) else { return Vec::new() };
         if u.privs.is_empty() {
@@ -138,12 +138,11 @@ impl Privileges {
         sourced.labels().map(|label| PermGrant { label, via: String::new() }).collect()
     }
 
+    /// `held`, with each permission's sources named in `via`.
     pub fn grants(&self, id: SfId) -> Vec<PermGrant> {
-        let Some(u) = self.users.get(&id) else { return Vec::new() };
-        if u.privs.is_empty() {
-            // Nothing to explain: skip naming every source.
-            return Vec::new();
-        }
+        let mut held = self.held(id);
+        // Nothing to explain (the usual case): skip naming every source.
+        let Some(u) = self.users.get(&id).filter(|_| !held.is_empty()) else { return held };
         let mut sources: Vec<(Perms, String)> = Vec::new();
         if let Some(p) = &u.profile {
             sources.push((self.profile_perms(u), format!("profile '{p}'")));
@@ -161,15 +160,13 @@ impl Privileges {
                 }
             }
         }
-        u.privs
-            .labels()
-            .filter_map(|label| {
-                let perm = Perms::from_label(label);
-                let via: Vec<&str> =
-                    sources.iter().filter(|(p, _)| p.contains(perm)).map(|(_, s)| s.as_str()).collect();
-                (!via.is_empty()).then(|| PermGrant { label, via: via.join(", ") })
-            })
-            .collect()
+        // `held` keeps only permissions some source grants, so no `via` is empty.
+        for grant in &mut held {
+            let perm = Perms::from_label(grant.label);
+            let via: Vec<&str> = sources.iter().filter(|(p, _)| p.contains(perm)).map(|(_, s)| s.as_str()).collect();
+            grant.via = via.join(", ");
+        }
+        held
     }
 
     fn effective(&self, u: &UserState) -> Perms {

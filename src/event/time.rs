@@ -55,19 +55,10 @@ impl EventTime {
         if !(MIN_MS..=MAX_MS).contains(&self.0) {
             return self.to_datetime().format("%Y-%m-%d").to_string();
         }
-        // Every grant's alert id holds its day: written by hand, not by
-        // chrono's format-string machinery.
+        // Every grant's alert id holds its day: computed by hand, not through
+        // chrono's strftime machinery.
         let (y, m, d) = civil_from_days(self.utc_day());
-        let mut s = String::with_capacity(10);
-        for (n, width) in [(y, 4), (m, 2), (d, 2)] {
-            if width == 2 {
-                s.push('-');
-            }
-            for k in (0..width).rev() {
-                s.push(char::from(b'0' + (n / 10i64.pow(k) % 10) as u8));
-            }
-        }
-        s
+        format!("{y:04}-{m:02}-{d:02}")
     }
 
     pub fn plus(self, ms: i64) -> EventTime {

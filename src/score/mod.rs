@@ -175,24 +175,23 @@ impl Scorer {
         (self.grant_alert_id(g), self.total(&self.grant_factors_with(g, false)))
     }
 
-    fn grant_user_key(g: &GrantObservation) -> Option<String> {
-        g.user_id.map(|i| i.to_string()).or_else(|| g.username.as_deref().map(str::to_lowercase))
+    /// The user part of a grant's alert id: the id, else the lowercased name.
+    fn grant_user_key(g: &GrantObservation) -> Option<Cow<'_, str>> {
+        match (&g.user_id, g.username.as_deref()) {
+            (Some(id), _) => Some(Cow::Borrowed(id.as_str())),
+            (None, name) => name.map(lowercase),
+        }
     }
 
     fn grant_alert_id(&self, g: &GrantObservation) -> String {
         let l = &g.login;
-        // The same parts as `grant_user_key` and `alert_id`, borrowed where
-        // they can be: this runs for every grant.
+        // The same parts as `alert_id`, borrowed where they can be: this runs
+        // for every grant.
         let org = l.org_id.or(self.default_org);
-        let user = match (&g.user_id, g.username.as_deref()) {
-            (Some(id), _) => Cow::Borrowed(id.as_str()),
-            (None, Some(name)) => lowercase(name),
-            (None, None) => Cow::Borrowed(""),
-        };
         let key = preimage(
             Rule::ClientCredentialsGrant,
             org.as_ref().map_or("", SfId::as_str),
-            &user,
+            Self::grant_user_key(g).as_deref().unwrap_or(""),
             &lowercase(l.app.as_deref().unwrap_or("")),
             l.source_ip.as_deref().unwrap_or(""),
             &l.time.day_string(),
@@ -220,7 +219,8 @@ impl Scorer {
         let score = self.total(&factors);
         let org = l.org_id.or(self.default_org).map(|o| o.to_string());
         let user_key = Self::grant_user_key(g);
-        let user_label = g.username.clone().or_else(|| user_key.clone()).unwrap_or_else(|| "unknown user".into());
+        let user_label =
+            g.username.clone().or_else(|| user_key.map(Cow::into_owned)).unwrap_or_else(|| "unknown user".into());
         let privileged = if g.privileges.is_empty() { "" } else { "privileged " };
         let title = format!(
             "Client credentials token grant as {privileged}run-as user {user_label} via app '{}' from {}",
