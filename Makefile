@@ -5,7 +5,7 @@ SAMPLE_ARGS := --inventory samples/inventory/users.json \
                --inventory samples/inventory/permission-set-assignments.json \
                --config ccwatch.toml samples/audit samples/logins samples/elf
 
-.PHONY: demo replay-demo build test lint check bench bench-data bench-kafka fmt clean
+.PHONY: demo replay-demo build test lint check bench bench-data bench-kafka bench-json-libs fmt clean
 
 ## The main job: the live pipeline on the shipped samples, against an
 ## in-process mock Kafka cluster; alerts on stdout, metrics on :9464. Ctrl-C stops it.
@@ -44,6 +44,14 @@ bench-data: build
 ## Replay throughput and memory beside DuckDB on the same archive (see BENCHMARKS.md).
 bench: bench-data
 	python3 bench/bench.py
+
+## ccwatch's per-line decoder beside simd-json and sonic-rs on the first
+## 200,000 lines of the bench archive, one thread (see BENCHMARKS.md). Its own
+## crate and target directory, so the main build never compiles those libraries.
+bench-json-libs: bench-data
+	head -200000 $(BENCH_DATA)/logins.jsonl > bench-data/200k.jsonl
+	cd bench/json-libs && RUSTFLAGS="-C target-cpu=native" CARGO_TARGET_DIR=../../target/json-libs \
+		$(CARGO) run --release --locked -- ../../bench-data/200k.jsonl 7
 
 ## Live mode through a real broker on this machine: sustained records/s and
 ## end-to-end latency at 10,000 records/s (see BENCHMARKS.md).
