@@ -1,6 +1,6 @@
 //! Decodes every line of a JSONL file (for profiling the decoder alone):
 //! `decodeonly FILE [ROUNDS]` times ROUNDS passes over the file, already in
-//! memory, and prints the events decoded and the best pass in ns per line.
+//! memory, and prints the records decoded and the best pass in ns per line.
 fn main() {
     let mut args = std::env::args().skip(1);
     let data = std::fs::read(args.next().expect("path")).expect("readable file");
@@ -22,5 +22,5 @@ fn main() {
         }
         best = best.min(started.elapsed().as_secs_f64());
     }
-    println!("{events} events; best pass {:.0} ns/line", best * 1e9 / lines.max(1) as f64);
+    println!("{events} records decoded; best pass {:.0} ns/line", best * 1e9 / lines.max(1) as f64);
 }

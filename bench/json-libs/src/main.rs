@@ -70,7 +70,7 @@ fn main() {
     println!("{} lines, best of {rounds} rounds, one thread:", lines.len());
     let names =
         ["ccwatch decode_json_unit", "simd-json tape (+ line copy)", "sonic-rs skip (IgnoredAny)", "sonic-rs DOM"];
-    let units = ["events", "valid lines", "valid lines", "lines with LoginType"];
+    let units = ["records decoded", "valid lines", "valid lines", "lines with LoginType"];
     for i in 0..4 {
         println!("  {:<30} {:>6.0} ns/line   ({} {})", names[i], best[i] * 1e9 / n, checks[i], units[i]);
     }
