@@ -151,10 +151,10 @@ fn iso_date_days(b: &[u8]) -> Option<i64> {
         return Some(days);
     }
     let (y, mo, d) = (num(b, 0, 4)?, num(b, 5, 2)?, num(b, 8, 2)?);
-    if b[7] != b'-' || !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) {
+    if b[7] != b'-' {
         return None;
     }
-    let days = days_from_civil(y, mo, d);
+    let days = date_days(y, mo, d)?;
     LAST_DATE.set((date, days));
     Some(days)
 }
@@ -213,15 +213,13 @@ fn parse_elf(b: &[u8]) -> Option<EventTime> {
     if i != b.len() {
         return None;
     }
-    build(y, mo, d, h, mi, s, ms, 0)
+    from_days(date_days(y, mo, d)?, h, mi, s, ms, 0)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build(y: i64, mo: i64, d: i64, h: i64, mi: i64, s: i64, ms: i64, offset_min: i64) -> Option<EventTime> {
-    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) {
-        return None;
-    }
-    from_days(days_from_civil(y, mo, d), h, mi, s, ms, offset_min)
+/// Days since the epoch of year `y`, month `mo`, day `d`, if that date exists.
+fn date_days(y: i64, mo: i64, d: i64) -> Option<i64> {
+    let valid = (1..=12).contains(&mo) && d >= 1 && d <= days_in_month(y, mo);
+    valid.then(|| days_from_civil(y, mo, d))
 }
 
 /// The instant `h:mi:s.ms` at UTC offset `offset_min` on day `days` (a valid date).
@@ -243,7 +241,6 @@ fn days_in_month(y: i64, m: i64) -> i64 {
     }
 }
 
-/// Howard Hinnant's days-from-civil.
 /// (year, month, day) of a day number; the inverse of `days_from_civil`
 /// (Howard Hinnant's algorithm).
 fn civil_from_days(days: i64) -> (i64, i64, i64) {
@@ -258,6 +255,7 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// Howard Hinnant's days-from-civil.
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
