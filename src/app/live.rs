@@ -13,10 +13,26 @@
 //! delivers (see `Offsets::open`) are counted and logged: at-least-once can
 //! only cover what arrives, so what does not arrive must at least be seen.
 //!
-//! Shutdown (SIGINT/SIGTERM cancels the token): stop intake, process every
-//! record already received, deliver, store and commit offsets synchronously,
-//! flush sinks. Open aggregates are *not* closed: in live mode they close on
-//! event time, and a restart continues from the committed offsets.
+//! Setup-audit records skip the merge: the correlator keeps them on an
+//! event-time timeline and scores each grant as of its own time, so they are
+//! applied the moment they arrive, however far ahead of the logins they are.
+//!
+//! Rebalances: records received from a revoked partition and not yet released
+//! are dropped unprocessed (their offsets were never stored, so the next owner
+//! reads them). If the partition comes back before its offsets were committed,
+//! the ledger skips the redelivered messages this instance already processed.
+//!
+//! Warm-up (`kafka.warmup_messages`): messages below a partition's committed
+//! offset are re-read to rebuild correlation state. Their raised and
+//! score-rose lines were delivered before and are withheld; a close line is
+//! always written, since a close carries the alert's final count.
+//!
+//! Shutdown (SIGINT/SIGTERM cancels the token): stop intake, process what the
+//! merge's event-time order allows, deliver, store and commit those offsets
+//! synchronously, flush sinks. What the merge still holds is left uncommitted
+//! and is read again on restart. Open aggregates are *not* closed: in live
+//! mode they close on event time, and a restart continues from the committed
+//! offsets.
 
 use crate::app::pipeline::{Output, Pipeline};
 use crate::config::live::KafkaConfig;
@@ -27,7 +43,8 @@ use crate::score::aggregate::{Emit, EmitKind};
 use crate::sink::live::{DeadLetter, DeadLetters, Sink};
 use crate::source::intake::{Chunk, Intake, Item, PauseGauges, Received};
 use crate::source::kafka::{self, Assignment, LiveConsumer};
-use crate::source::merge::{Merge, Offsets, Stream};
+use crate::source::ledger::{Ledger, Ticket};
+use crate::source::merge::{Merge, Stream};
 use crate::source::replay::{discover, Side};
 use crate::telemetry::server::Health;
 use crate::telemetry::Metrics;
@@ -44,9 +61,6 @@ use tokio_util::sync::CancellationToken;
 
 /// Messages taken per turn of the loop.
 const BATCH: usize = 4096;
-/// How long a new instance waits for its group assignment before it stops
-/// holding audit records back for logins it may never get.
-const JOIN_GRACE: Duration = Duration::from_secs(30);
 /// How often the state gauges are refreshed.
 const GAUGE_PERIOD: Duration = Duration::from_secs(1);
 /// How long shutdown keeps retrying a failing sink before giving up.
@@ -59,9 +73,37 @@ struct Pending {
     /// updates correlation state, but its alerts are withheld and it stores
     /// no offset.
     warm: bool,
-    /// Login partition and offset, whose store waits for this record.
-    ticket: Option<(i32, i64)>,
+    /// The login message whose offset store waits for this record.
+    ticket: Ticket,
     received: Instant,
+}
+
+/// A record finished this turn: its message's offset may be stored once the
+/// sinks accept the turn's alerts.
+struct Done {
+    ticket: Option<Ticket>,
+    received: Instant,
+}
+
+/// What one turn of the loop produced, handed to the sinks together.
+#[derive(Default)]
+struct Turn {
+    /// Alert lines, in emission order.
+    emits: Vec<Emit>,
+    letters: Vec<DeadLetter>,
+    done: Vec<Done>,
+}
+
+/// Which setup-audit partitions have been read to their end.
+#[derive(Default)]
+struct AuditProgress {
+    eof: HashMap<i32, bool>,
+}
+
+impl AuditProgress {
+    fn caught_up(&self) -> bool {
+        self.eof.values().all(|e| *e)
+    }
 }
 
 /// What `run` reports when it ends.
@@ -105,22 +147,43 @@ struct Live {
     health: Arc<Health>,
     pipeline: Pipeline,
     merge: Merge<Pending>,
-    offsets: Offsets,
+    ledger: Ledger,
+    audit: AuditProgress,
     sinks: Vec<Sink>,
     dead_letters: Option<DeadLetters>,
-    /// Alerts of this turn, in emission order.
-    emits: Vec<Emit>,
-    letters: Vec<DeadLetter>,
-    /// Records released this turn, finished once the sinks accept.
-    done: Vec<(Option<(i32, i64)>, Instant)>,
+    turn: Turn,
     /// Whether the login consumer was ever assigned partitions.
     assigned: bool,
     outputs: Vec<Output>,
+    /// Late setup records already counted in the metric.
+    late_setup_seen: u64,
     report: RunReport,
     audit_topic: String,
     /// Login partitions rewound for warm-up → their committed offset: messages
     /// before it are warm-up.
     warm_until: HashMap<i32, i64>,
+}
+
+/// Moves the pipeline's outputs into this turn's alert lines. For a
+/// warm-up record only close lines are kept: its raised and score-rose
+/// lines were delivered before the restart, while a close carries the
+/// final count, which may never have been written.
+fn take_outputs(outputs: &mut Vec<Output>, turn: &mut Turn, metrics: &Metrics, warm: bool) {
+    for (emit, write) in outputs.drain(..) {
+        let kind = match emit.kind {
+            EmitKind::Raised | EmitKind::ScoreRose if warm => continue,
+            EmitKind::Raised => {
+                metrics.alerts_raised.with_label_values(&[emit.alert.rule.id(), emit.alert.severity.label()]).inc();
+                "raised"
+            }
+            EmitKind::ScoreRose => "score_rose",
+            EmitKind::Closed => "closed",
+        };
+        if write {
+            metrics.alert_updates.with_label_values(&[kind]).inc();
+            turn.emits.push(emit);
+        }
+    }
 }
 
 /// After one message of `lane`: its pushed events already moved the lane's
@@ -144,6 +207,9 @@ impl Live {
                     let n = m.records as usize;
                     self.on_message(m, decoded.by_ref().take(n), received);
                 }
+                Item::Eof((Stream::Audit, p)) => {
+                    self.audit.eof.insert(p, true);
+                }
                 Item::Eof(lane) => self.merge.set_eof(lane),
                 Item::Assignment(a) => {
                     self.assigned = true;
@@ -158,6 +224,16 @@ impl Live {
         self.report.messages += 1;
         let Received { stream, partition, offset, raw, .. } = msg;
         let lane = (stream, partition);
+        if stream == Stream::Audit {
+            self.audit.eof.insert(partition, false);
+        }
+        if stream == Stream::Login && self.ledger.already_processed(partition, offset) {
+            self.metrics.redelivered_skipped.inc();
+            // Done already: its offset may be stored with the messages around it.
+            self.ledger.open(partition, offset, 0);
+            self.merge.advance(lane, None);
+            return;
+        }
         if stream == Stream::Login && self.warm_until.get(&partition).is_some_and(|&c| offset < c) {
             return self.on_warmup_message(lane, records, received);
         }
@@ -174,8 +250,14 @@ impl Live {
                     if let NormalizedEvent::Login(l) = &ev {
                         self.counters.grant(&self.metrics, l.grant, l.success).inc();
                     }
+                    if stream == Stream::Audit {
+                        // Applied at its own event time by the correlator's timeline.
+                        self.pipeline.process(&ev, &mut self.outputs);
+                        take_outputs(&mut self.outputs, &mut self.turn, &self.metrics, false);
+                        continue;
+                    }
                     events += 1;
-                    let ticket = (stream == Stream::Login).then_some((partition, offset));
+                    let ticket = Ticket { partition, offset };
                     self.merge.push(lane, ev.time(), ev.rank(), Pending { ev, warm: false, ticket, received });
                 }
                 Decoded::Counted { kind, grant, success, time } => {
@@ -189,7 +271,7 @@ impl Live {
                     self.metrics.records_rejected.with_label_values(&[r.reason.label()]).inc();
                     if self.dead_letters.is_some() {
                         let raw = raw.as_ref();
-                        self.letters.push(DeadLetter {
+                        self.turn.letters.push(DeadLetter {
                             payload: raw.map(|r| r.payload.clone()).unwrap_or_default(),
                             key: raw.and_then(|r| r.key.clone()),
                             reason: r.reason.label(),
@@ -208,9 +290,12 @@ impl Live {
                 }
             }
         }
+        if stream == Stream::Audit {
+            return;
+        }
         advance_lane(&mut self.merge, lane, events, latest);
-        if stream == Stream::Login {
-            if let Some(gap) = self.offsets.open(partition, offset, events) {
+        {
+            if let Some(gap) = self.ledger.open(partition, offset, events) {
                 self.metrics.offset_gaps.inc_by((gap.to - gap.from) as u64);
                 tracing::warn!(
                     topic,
@@ -222,7 +307,7 @@ impl Live {
                 );
             }
             if events == 0 {
-                self.done.push((None, received));
+                self.turn.done.push(Done { ticket: None, received });
             }
         }
     }
@@ -240,7 +325,8 @@ impl Live {
             match d {
                 Decoded::Event(ev) => {
                     events += 1;
-                    self.merge.push(lane, ev.time(), ev.rank(), Pending { ev, warm: true, ticket: None, received });
+                    let ticket = Ticket { partition: lane.1, offset: 0 };
+                    self.merge.push(lane, ev.time(), ev.rank(), Pending { ev, warm: true, ticket, received });
                 }
                 Decoded::Counted { time, .. } => latest = latest.max(Some(time)),
                 Decoded::Rejected(_) => {}
@@ -259,7 +345,7 @@ impl Live {
                     // Gaps are checked from the committed offset: the warm-up
                     // range before it was checked when it was first read.
                     if let Some(o) = a.committed {
-                        self.offsets.expect(a.partition, o);
+                        self.ledger.expect(a.partition, o);
                     }
                     match (a.warmup_from, a.committed) {
                         (Some(from), Some(c)) => {
@@ -279,8 +365,17 @@ impl Live {
             }
             Assignment::Revoked(ps) => {
                 self.metrics.assignment_changes.with_label_values(&["revoked"]).inc();
-                self.merge.revoke(Stream::Login, &ps);
-                self.offsets.forget(&ps);
+                let dropped = self.merge.revoke(Stream::Login, &ps);
+                if dropped > 0 {
+                    self.metrics.revoked_records_dropped.inc_by(dropped as u64);
+                    tracing::info!(
+                        partitions = ?ps,
+                        records = dropped,
+                        "Partitions revoked: records received from them and not yet processed are dropped; \
+                         their offsets were not stored, so the next owner reads them again."
+                    );
+                }
+                self.ledger.revoke(&ps);
                 for p in &ps {
                     self.warm_until.remove(p);
                 }
@@ -288,12 +383,10 @@ impl Live {
         }
     }
 
-    /// Runs every releasable record through the pipeline. `all`: ignore the
-    /// merge's ordering guard (shutdown).
-    fn process(&mut self, all: bool) {
-        loop {
-            let r = if all { self.merge.pop_any() } else { self.merge.pop_ready() };
-            let Some(r) = r else { break };
+    /// Runs every record the merge's event-time order releases through the
+    /// pipeline.
+    fn process(&mut self) {
+        while let Some(r) = self.merge.pop_ready() {
             if r.late {
                 self.metrics.out_of_order.inc();
             }
@@ -301,51 +394,32 @@ impl Live {
                 self.metrics.forced_releases.inc();
             }
             self.pipeline.process(&r.item.ev, &mut self.outputs);
-            if r.item.warm {
-                // Delivered before the restart or rebalance: state only.
-                self.outputs.clear();
-                continue;
+            if !r.item.warm {
+                self.turn.done.push(Done { ticket: Some(r.item.ticket), received: r.item.received });
             }
-            self.done.push((r.item.ticket, r.item.received));
-            for (emit, write) in self.outputs.drain(..) {
-                let kind = match emit.kind {
-                    EmitKind::Raised => {
-                        self.metrics
-                            .alerts_raised
-                            .with_label_values(&[emit.alert.rule.id(), emit.alert.severity.label()])
-                            .inc();
-                        "raised"
-                    }
-                    EmitKind::ScoreRose => "score_rose",
-                    EmitKind::Closed => "closed",
-                };
-                if write {
-                    self.metrics.alert_updates.with_label_values(&[kind]).inc();
-                    self.emits.push(emit);
-                }
-            }
+            take_outputs(&mut self.outputs, &mut self.turn, &self.metrics, r.item.warm);
         }
     }
 
     /// Hands this turn's alerts and dead letters to every sink, retrying
     /// until all accept. Gives up only on shutdown (after `grace`, if given).
     async fn deliver(&mut self, shutdown: &CancellationToken, grace: Option<Duration>) -> Result<(), String> {
-        if self.emits.is_empty() && self.letters.is_empty() {
+        if self.turn.emits.is_empty() && self.turn.letters.is_empty() {
             return Ok(());
         }
         let deadline = grace.map(|g| Instant::now() + g);
         for s in &mut self.sinks {
             s.reset();
         }
-        let mut letters_done = self.letters.is_empty();
+        let mut letters_done = self.turn.letters.is_empty();
         let mut backoff = Duration::from_millis(250);
         loop {
             let mut failure = None;
             for s in &mut self.sinks {
-                if s.done(&self.emits) {
+                if s.done(&self.turn.emits) {
                     continue;
                 }
-                match s.deliver(&self.emits).await {
+                match s.deliver(&self.turn.emits).await {
                     Ok(n) => self.metrics.sink_deliveries.with_label_values(&[s.name.as_str()]).inc_by(n),
                     Err(e) => {
                         self.metrics.sink_failures.with_label_values(&[s.name.as_str()]).inc();
@@ -356,14 +430,14 @@ impl Live {
             }
             if !letters_done {
                 if let Some(dl) = &self.dead_letters {
-                    match dl.send(&self.letters).await {
+                    match dl.send(&self.turn.letters).await {
                         Ok(()) => {
                             letters_done = true;
                             self.metrics
                                 .sink_deliveries
                                 .with_label_values(&["dead_letter"])
-                                .inc_by(self.letters.len() as u64);
-                            for l in &self.letters {
+                                .inc_by(self.turn.letters.len() as u64);
+                            for l in &self.turn.letters {
                                 self.metrics.dead_letters.with_label_values(&[l.reason]).inc();
                             }
                         }
@@ -388,26 +462,27 @@ impl Live {
             backoff = (backoff * 2).min(Duration::from_secs(30));
         }
         let now_ms = chrono::Utc::now().timestamp_millis();
-        for e in &self.emits {
+        for e in &self.turn.emits {
             self.metrics.end_to_end_latency.observe(((now_ms - e.alert.last_time.0).max(0) as f64) / 1000.0);
         }
-        self.report.alert_lines += self.emits.len() as u64;
-        self.emits.clear();
-        self.letters.clear();
+        self.report.alert_lines += self.turn.emits.len() as u64;
+        self.turn.emits.clear();
+        self.turn.letters.clear();
         Ok(())
     }
 
     /// Marks this turn's records finished and stores what offsets may be.
     fn store_offsets(&mut self, consumer: &LiveConsumer) {
-        for (ticket, received) in self.done.drain(..) {
-            if let Some((p, o)) = ticket {
-                self.offsets.finish(p, o);
+        for d in self.turn.done.drain(..) {
+            if let Some(t) = d.ticket {
+                self.ledger.finish(t);
             }
-            self.metrics.processing_latency.observe(received.elapsed().as_secs_f64());
+            self.metrics.processing_latency.observe(d.received.elapsed().as_secs_f64());
         }
-        for (p, next) in self.offsets.storable() {
+        for s in self.ledger.storable() {
+            let p = s.partition;
             // store_offset takes the offset of the last processed message.
-            match consumer.store_offset(&self.cfg_kafka.login_topic, p, next - 1) {
+            match consumer.store_offset(&self.cfg_kafka.login_topic, p, s.next - 1) {
                 Ok(()) => self.metrics.offsets_stored.inc(),
                 Err(e) => {
                     self.metrics.offset_store_failures.inc();
@@ -417,7 +492,7 @@ impl Live {
         }
     }
 
-    fn update_gauges(&self) {
+    fn update_gauges(&mut self) {
         let m = &self.metrics;
         let c = &self.pipeline.correlator;
         m.pending_records.set(self.merge.len() as i64);
@@ -425,9 +500,13 @@ impl Live {
         m.state_users.set(c.users_tracked() as i64);
         m.state_pairs.set(c.pairs_tracked() as i64);
         m.state_ips.set(c.ips_tracked() as i64);
-        m.state_evictions.with_label_values(&["pairs"]).set(c.stats.pair_evictions as i64);
-        m.state_evictions.with_label_values(&["ips"]).set(c.stats.ip_evictions as i64);
-        m.state_evictions.with_label_values(&["failure_users"]).set(c.stats.failure_evictions as i64);
+        let stats = c.stats();
+        m.state_evictions.with_label_values(&["pairs"]).set(stats.pair_evictions as i64);
+        m.state_evictions.with_label_values(&["ips"]).set(stats.ip_evictions as i64);
+        m.state_evictions.with_label_values(&["failure_users"]).set(stats.failure_evictions as i64);
+        m.state_evictions.with_label_values(&["setup_records"]).set(stats.setup_evictions as i64);
+        m.late_setup_records.inc_by(stats.late_setup_records - self.late_setup_seen);
+        self.late_setup_seen = stats.late_setup_records;
         let w = c.watermark();
         if w != crate::event::EventTime::BEGINNING {
             m.event_time_watermark.set(w.0 / 1000);
@@ -520,11 +599,10 @@ pub async fn run_with(
         Some(t) => Some(kafka::audit_consumer(&k, t, metrics.clone())?),
         None => None,
     };
-    let mut merge = Merge::new(k.max_pending);
-    merge.wait_for(Stream::Login);
-    let has_audit = audit.is_some();
+    let merge = Merge::new(k.max_pending);
+    let mut progress = AuditProgress::default();
     let audit = audit.map(|(c, parts)| {
-        merge.assign(Stream::Audit, &parts);
+        progress.eof.extend(parts.iter().map(|p| (*p, false)));
         Arc::new(c)
     });
     let gauges = PauseGauges { paused: metrics.intake_paused.clone(), pauses: metrics.intake_pauses.clone() };
@@ -537,20 +615,18 @@ pub async fn run_with(
         health: health.clone(),
         pipeline,
         merge,
-        offsets: Offsets::default(),
+        ledger: Ledger::default(),
+        audit: progress,
         sinks,
         dead_letters,
-        emits: Vec::new(),
-        letters: Vec::new(),
-        done: Vec::new(),
+        turn: Turn::default(),
         warm_until: HashMap::new(),
         assigned: false,
         outputs: Vec::new(),
+        late_setup_seen: 0,
         report: RunReport::default(),
     };
     (opts.on_start)(Started { metrics_addr });
-    let started = Instant::now();
-    let mut waiting = true;
     let mut was_caught_up = false;
     let mut gauges_at = Instant::now();
     let mut failed: Option<String> = None;
@@ -577,24 +653,16 @@ pub async fn run_with(
                 live.on_chunk(c);
             }
         }
-        if live.assigned {
-            waiting = false;
-        }
-        if waiting && started.elapsed() > JOIN_GRACE {
-            tracing::warn!("No login partitions assigned yet; processing audit records without waiting for them.");
-            live.merge.unwait(Stream::Login);
-            waiting = false;
-        }
-        live.process(false);
+        live.process();
         if let Err(e) = live.deliver(&shutdown, None).await {
             failed = Some(e);
             break;
         }
         live.store_offsets(&login);
-        let audit_ok = !has_audit || live.merge.caught_up(Stream::Audit);
+        let audit_ok = live.audit.caught_up();
         metrics.audit_caught_up.set(i64::from(audit_ok));
-        health.ready.store(!waiting && audit_ok, Ordering::Relaxed);
-        let caught_up = !waiting && audit_ok && live.merge.is_empty() && live.merge.caught_up(Stream::Login);
+        health.ready.store(live.assigned && audit_ok, Ordering::Relaxed);
+        let caught_up = live.assigned && audit_ok && live.merge.is_empty() && live.merge.caught_up(Stream::Login);
         // State gauges walk the correlator's pairs: once a second, and whenever
         // the run catches up or falls behind, not on every 20 ms idle turn.
         if caught_up != was_caught_up || gauges_at.elapsed() >= GAUGE_PERIOD {
@@ -611,14 +679,15 @@ pub async fn run_with(
         was_caught_up = caught_up;
     }
 
-    // Shutdown: stop intake, finish what was received, deliver, commit, flush.
+    // Shutdown: stop intake, process what event-time order allows of what was
+    // received, deliver, commit, flush. The rest stays uncommitted.
     health.ready.store(false, Ordering::Relaxed);
     intake.stop();
     if failed.is_none() {
         while let Some(c) = intake.rx.recv().await {
             live.on_chunk(c);
         }
-        live.process(true);
+        live.process();
         if let Err(e) = live.deliver(&shutdown, Some(SHUTDOWN_GRACE)).await {
             failed = Some(e);
         } else {

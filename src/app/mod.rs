@@ -298,7 +298,7 @@ pub fn replay(opts: &ReplayOptions, cfg: &Config, cancel: Arc<AtomicBool>) -> an
     let mut summary = tally.summary;
     summary.out_of_order = events.out_of_order + inventory_out_of_order;
     summary.lines_written = writer.lines;
-    summary.state = c.stats.clone();
+    summary.state = c.stats();
     summary.users_tracked = c.users_tracked();
     summary.pairs_tracked = c.pairs_tracked();
     summary.ips_tracked = c.ips_tracked();

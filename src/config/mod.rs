@@ -8,9 +8,8 @@
 
 pub mod live;
 
-use crate::decode::display::normalize_profile;
 use crate::event::time::{MS_PER_DAY, MS_PER_HOUR, MS_PER_MINUTE};
-use crate::event::{IpRange, SfId};
+use crate::event::{key, profile_key, IpRange, SfId};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::Path;
@@ -105,6 +104,10 @@ pub struct RawCorrelation {
     pub max_ips_per_pair: usize,
     /// Users whose recent failed grants are kept.
     pub max_failure_users: usize,
+    /// Setup records (audit trail, inventory) kept on the event-time timeline
+    /// privileges are answered from; past it the oldest are folded into the
+    /// baseline and counted.
+    pub max_setup_records: usize,
 }
 
 impl Default for RawCorrelation {
@@ -118,6 +121,7 @@ impl Default for RawCorrelation {
             max_pairs: 100_000,
             max_ips_per_pair: 64,
             max_failure_users: 100_000,
+            max_setup_records: 1_000_000,
         }
     }
 }
@@ -198,6 +202,7 @@ pub struct CorrelateConfig {
     pub max_pairs: usize,
     pub max_ips_per_pair: usize,
     pub max_failure_users: usize,
+    pub max_setup_records: usize,
     pub ranges: AllowedRanges,
 }
 
@@ -214,7 +219,7 @@ pub struct AllowedRanges {
     pub by_app: HashMap<String, Vec<LabeledRange>>,
     /// Keyed by 18-character id or lowercased username.
     pub by_user: HashMap<String, Vec<LabeledRange>>,
-    /// Keyed by `normalize_profile`.
+    /// Keyed by `event::profile_key`.
     pub by_profile: HashMap<String, Vec<LabeledRange>>,
 }
 
@@ -308,6 +313,7 @@ impl Config {
             ("correlation.max_pairs", c.max_pairs),
             ("correlation.max_ips_per_pair", c.max_ips_per_pair),
             ("correlation.max_failure_users", c.max_failure_users),
+            ("correlation.max_setup_records", c.max_setup_records),
             ("replay.reorder_buffer", raw.replay.reorder_buffer),
         ] {
             if v == 0 {
@@ -321,14 +327,14 @@ impl Config {
         for (i, r) in raw.ip_ranges.iter().enumerate() {
             let which = format!("ip_ranges[{i}]");
             let (map, key, label) = match (&r.app, &r.user, &r.profile) {
-                (Some(a), None, None) => (&mut ranges.by_app, a.trim().to_lowercase(), format!("app '{a}' (config)")),
+                (Some(a), None, None) => (&mut ranges.by_app, key(a).into_owned(), format!("app '{a}' (config)")),
                 (None, Some(u), None) => (
                     &mut ranges.by_user,
-                    SfId::parse(u).map(|id| id.to_string()).unwrap_or_else(|| u.trim().to_lowercase()),
+                    SfId::parse(u).map(|id| id.to_string()).unwrap_or_else(|| key(u).into_owned()),
                     format!("user '{u}' (config)"),
                 ),
                 (None, None, Some(p)) => {
-                    (&mut ranges.by_profile, normalize_profile(p).into_owned(), format!("profile '{p}' (config)"))
+                    (&mut ranges.by_profile, profile_key(p).into_owned(), format!("profile '{p}' (config)"))
                 }
                 _ => {
                     problems.push(format!("{which} needs exactly one of app, user or profile"));
@@ -364,6 +370,7 @@ impl Config {
                 max_pairs: c.max_pairs,
                 max_ips_per_pair: c.max_ips_per_pair,
                 max_failure_users: c.max_failure_users,
+                max_setup_records: c.max_setup_records,
                 ranges,
             },
             alerts: raw.alerts,

@@ -1,8 +1,18 @@
-//! Correlate: the stateful, event-time stage. It folds inventory baselines and
-//! SetupAuditTrail changes into a model of who holds which privileges, which IP
-//! ranges apply, and which apps recently had the flow switched on; then, for
-//! each client-credentials grant, it reports what that model says at the
-//! grant's event time as an `Observation`.
+//! Correlate: the stateful, event-time stage. It keeps inventory baselines and
+//! SetupAuditTrail changes on a timeline (`setup`) from which it can tell who
+//! held which privileges, which IP ranges applied, and which apps had the flow
+//! switched on at any moment; then, for each client-credentials grant, it
+//! reports what the timeline says *as of the grant's event time* as an
+//! `Observation`, whatever order setup records and grants arrived in.
+//!
+//! Per-pair state (IP history per user and app, failed-grant windows per
+//! user) is not on the timeline: it is folded in the order logins reach it.
+//! That order is event time within a user, because every source keeps one
+//! user's records in order (replay sorts them; live keys records by user, so
+//! one user's logins share a partition, and the merge orders partitions).
+//! The watermark that closes alerts moves with logins only, so setup records
+//! arriving ahead of them (a restarted instance reading the audit topic from
+//! its start) close nothing early.
 //!
 //! Pure and synchronous: `observe(&NormalizedEvent) -> Option<Observation>`.
 //! The pipeline calls it in two steps, `observe_facts` then, only for a grant
@@ -15,18 +25,17 @@
 //! traffic.
 
 mod privileges;
+mod setup;
 
 use crate::config::CorrelateConfig;
-use crate::decode::display::normalize_profile;
 use crate::event::ip::parse_ip;
-use crate::event::lowercase;
 use crate::event::{
-    Audit, AuditChange, EnablementObservation, EventTime, FailedBurst, FlowChange, GrantObservation, IpRange,
-    IpVerdict, Login, NormalizedEvent, Observation, SfId, UserRef,
+    key, profile_key, EventTime, FailedBurst, GrantObservation, IpRange, IpVerdict, Login, NormalizedEvent,
+    Observation, SfId, UserRef,
 };
 use lru::LruCache;
-use privileges::Privileges;
-use std::collections::{HashMap, VecDeque};
+use setup::{app_key, Timeline};
+use std::collections::VecDeque;
 use std::num::NonZeroUsize;
 
 /// Who a grant is for: the run-as user's id, or their lowercased username when
@@ -48,35 +57,12 @@ pub struct CorrelateStats {
     pub failure_evictions: u64,
     /// Audit changes naming a user ccwatch could not resolve to an id.
     pub unresolved_users: u64,
-}
-
-#[derive(Debug, Default)]
-struct AppState {
-    /// `Some(true)` once the app's IP relaxation is set to a "Relax…" value.
-    relaxed: Option<String>,
-    /// The latest enablement or run-as assignment.
-    last_change: Option<FlowChange>,
-}
-
-/// `changeApplicationClientCredentialEnabled` rows rarely name the app. The
-/// reference's advice is to correlate by time and actor: a run-as assignment
-/// by the same admin within `BIND_WINDOW_MS` binds the enablement to that app.
-/// Unbound, it applies to every app (and says so in its detail).
-#[derive(Debug)]
-struct UnnamedEnable {
-    change: FlowChange,
-    actor: String,
-    bound_app: Option<String>,
-}
-
-const BIND_WINDOW_MS: i64 = 15 * 60_000;
-
-/// The most recent run-as assignment: app key, actor, time.
-#[derive(Debug, Default)]
-struct LastAssignment {
-    app: String,
-    actor: String,
-    at: Option<EventTime>,
+    /// Setup records (audit trail, inventory) kept on the timeline.
+    pub setup_records: usize,
+    /// Setup records folded into the timeline's base by its bound.
+    pub setup_evictions: u64,
+    /// Setup records that arrived after a later grant had been scored without them.
+    pub late_setup_records: u64,
 }
 
 #[derive(Debug, Default)]
@@ -87,26 +73,11 @@ struct PairState {
 
 pub struct Correlator {
     cfg: CorrelateConfig,
-    privileges: Privileges,
-    apps: HashMap<String, AppState>,
-    /// An enablement whose audit record named no app (the usual case).
-    unnamed_enable: Option<UnnamedEnable>,
-    last_assignment: LastAssignment,
+    setup: Timeline,
     pairs: LruCache<(Principal, String), PairState>,
     failures: LruCache<Principal, VecDeque<EventTime>>,
     watermark: EventTime,
     pub stats: CorrelateStats,
-}
-
-fn app_key(app: Option<&str>) -> std::borrow::Cow<'_, str> {
-    app.map(|a| lowercase(a.trim())).unwrap_or_default()
-}
-
-fn audit_ref(a: &Audit) -> String {
-    match &a.id {
-        Some(id) => format!("by {} (audit {id})", a.actor_label()),
-        None => format!("by {}", a.actor_label()),
-    }
 }
 
 impl Correlator {
@@ -114,11 +85,8 @@ impl Correlator {
         let pairs = LruCache::new(NonZeroUsize::new(cfg.max_pairs).unwrap_or(NonZeroUsize::MIN));
         let failures = LruCache::new(NonZeroUsize::new(cfg.max_failure_users).unwrap_or(NonZeroUsize::MIN));
         Correlator {
+            setup: Timeline::new(&cfg),
             cfg,
-            privileges: Privileges::default(),
-            apps: HashMap::new(),
-            unnamed_enable: None,
-            last_assignment: LastAssignment::default(),
             pairs,
             failures,
             watermark: EventTime::BEGINNING,
@@ -132,7 +100,19 @@ impl Correlator {
     }
 
     pub fn users_tracked(&self) -> usize {
-        self.privileges.user_count()
+        self.setup.model().privileges.user_count()
+    }
+
+    /// State-pressure counters, the setup timeline's included.
+    pub fn stats(&self) -> CorrelateStats {
+        let setup = self.setup.stats();
+        CorrelateStats {
+            unresolved_users: self.setup.model().unresolved_users,
+            setup_records: setup.records,
+            setup_evictions: setup.evicted,
+            late_setup_records: setup.late,
+            ..self.stats.clone()
+        }
     }
 
     pub fn pairs_tracked(&self) -> usize {
@@ -160,110 +140,15 @@ impl Correlator {
     /// ranges, app settings), so it must come before the next event, and then
     /// says what it would have said here.
     pub fn observe_facts(&mut self, ev: &NormalizedEvent) -> Option<Observation> {
-        if ev.time() > self.watermark {
-            self.watermark = ev.time();
-        }
         match ev {
-            NormalizedEvent::Inventory(inv) => {
-                self.privileges.apply_inventory(inv);
-                None
-            }
-            NormalizedEvent::Audit(a) => {
-                self.privileges.settle();
-                self.apply_audit(a)
-            }
             NormalizedEvent::Login(l) => {
-                self.privileges.settle();
+                if l.time > self.watermark {
+                    self.watermark = l.time;
+                }
+                self.setup.as_of(l.time);
                 self.observe_login(l)
             }
-        }
-    }
-
-    fn apply_audit(&mut self, a: &Audit) -> Option<Observation> {
-        let via = audit_ref(a);
-        match &a.change {
-            AuditChange::ClientCredentialsEnabled { app, enabled } => {
-                let change = (*enabled).then(|| FlowChange {
-                    at: a.time,
-                    what: match app {
-                        Some(name) => format!("client credentials flow enabled for app '{name}' at {} {via}", a.time),
-                        None => format!(
-                            "client credentials flow enabled (app not named in the audit record) at {} {via}",
-                            a.time
-                        ),
-                    },
-                });
-                match app {
-                    Some(name) => {
-                        self.apps.entry(app_key(Some(name)).into_owned()).or_default().last_change = change.clone()
-                    }
-                    None => {
-                        let actor = a.actor_label();
-                        let last = &self.last_assignment;
-                        let bound_app = (last.actor == actor
-                            && last.at.is_some_and(|at| (a.time.0 - at.0).abs() <= BIND_WINDOW_MS))
-                        .then(|| last.app.clone());
-                        self.unnamed_enable = change.clone().map(|change| UnnamedEnable { change, actor, bound_app });
-                    }
-                }
-                change.map(|_| {
-                    Observation::Enablement(Box::new(EnablementObservation {
-                        audit: a.clone(),
-                        app: app.as_deref().map(str::to_string),
-                        run_as: None,
-                        run_as_username: None,
-                        privileges: Vec::new(),
-                        escalation: None,
-                    }))
-                })
-            }
-            AuditChange::ClientCredentialsUser { user, app, .. } => {
-                let id = self.privileges.resolve_or_create(user);
-                if id.is_none() {
-                    self.stats.unresolved_users += 1;
-                }
-                let key = app_key(Some(app)).into_owned();
-                let actor = a.actor_label();
-                if let Some(u) = self.unnamed_enable.as_mut() {
-                    if u.bound_app.is_none() && u.actor == actor && (a.time.0 - u.change.at.0).abs() <= BIND_WINDOW_MS {
-                        u.bound_app = Some(key.clone());
-                    }
-                }
-                self.last_assignment = LastAssignment { app: key.clone(), actor, at: Some(a.time) };
-                let state = self.apps.entry(key).or_default();
-                state.last_change = Some(FlowChange {
-                    at: a.time,
-                    what: format!("run-as user {user} assigned to app '{app}' at {} {via}", a.time),
-                });
-                let (privileges, escalation, username) = match id {
-                    Some(id) => (
-                        self.privileges.grants(id),
-                        self.privileges.escalation(id, a.time, self.cfg.escalation_window_ms),
-                        self.privileges.username(id),
-                    ),
-                    None => (Vec::new(), None, None),
-                };
-                Some(Observation::Enablement(Box::new(EnablementObservation {
-                    audit: a.clone(),
-                    app: Some(app.to_string()),
-                    run_as: Some(UserRef { id: id.or(user.id), name: user.name.clone() }),
-                    run_as_username: username,
-                    privileges,
-                    escalation,
-                })))
-            }
-            AuditChange::IpRelaxation { app, relaxed, setting } => {
-                self.apps.entry(app_key(Some(app)).into_owned()).or_default().relaxed =
-                    relaxed.then(|| setting.to_string());
-                None
-            }
-            AuditChange::Ignored | AuditChange::Unparsed => None,
-            other => {
-                if !self.privileges.apply_audit(other, a.time, &via) {
-                    self.stats.unresolved_users += 1;
-                }
-                None
-            }
+            setup => self.setup.insert(setup),
         }
     }
 
@@ -272,7 +157,7 @@ impl Correlator {
             return Some(Principal::Id(id));
         }
         let name = l.username.as_deref()?;
-        Some(match self.privileges.resolve(&UserRef { id: None, name: Some(name.into()) }) {
+        Some(match self.setup.model().privileges.resolve(&UserRef { id: None, name: Some(name.into()) }) {
             Some(id) => Principal::Id(id),
             None => Principal::Name(name.trim().to_lowercase().into()),
         })
@@ -297,15 +182,16 @@ impl Correlator {
             Principal::Id(id) => Some(*id),
             Principal::Name(_) => None,
         };
-        let privileges = user_id.map(|id| self.privileges.held(id)).unwrap_or_default();
-        let privileges_known = user_id.is_some_and(|id| self.privileges.knows(id));
-        let escalation = user_id.and_then(|id| self.privileges.escalation(id, l.time, self.cfg.escalation_window_ms));
+        let model = self.setup.model();
+        let privileges = user_id.map(|id| model.privileges.held(id)).unwrap_or_default();
+        let privileges_known = user_id.is_some_and(|id| model.privileges.knows(id));
+        let escalation = user_id.and_then(|id| model.privileges.escalation(id, l.time, self.cfg.escalation_window_ms));
         let username =
-            l.username.as_deref().map(str::to_string).or_else(|| user_id.and_then(|id| self.privileges.username(id)));
+            l.username.as_deref().map(str::to_string).or_else(|| user_id.and_then(|id| model.privileges.username(id)));
+        let flow_change = model.flow_change(&app_key(l.app.as_deref()), l.time, self.cfg.flow_enabled_window_ms);
         let app = app_key(l.app.as_deref());
         let ip = self.ip_verdict(l, user_id, username.as_deref(), &app, false);
         let new_ip = self.remember_ip(&principal, &app, l);
-        let flow_change = self.flow_change(&app, l.time);
         let failed_burst = self.failures.get_mut(&principal).and_then(|q| {
             while q.front().is_some_and(|t| t.0 < l.time.0 - window) {
                 q.pop_front();
@@ -333,7 +219,7 @@ impl Correlator {
     /// Writes the evidence `observe_facts` left out (see there).
     pub fn describe_grant(&self, g: &mut GrantObservation) {
         if let (Some(id), false) = (g.user_id, g.privileges.is_empty()) {
-            g.privileges = self.privileges.grants(id);
+            g.privileges = self.setup.model().privileges.grants(id);
         }
         let app = app_key(g.login.app.as_deref());
         g.ip = self.ip_verdict(&g.login, g.user_id, g.username.as_deref(), &app, true);
@@ -352,19 +238,20 @@ impl Correlator {
         let Some(ip) = l.source_ip.as_deref().and_then(parse_ip) else {
             return IpVerdict::NoIp;
         };
-        let profile = user_id.and_then(|id| self.privileges.profile(id));
-        let relaxed = self.apps.get(app).and_then(|a| a.relaxed.as_deref());
+        let model = self.setup.model();
+        let profile = user_id.and_then(|id| model.privileges.profile(id));
+        let relaxed = model.apps.get(app).and_then(|a| a.relaxed.as_deref());
         // Every range that applies to this grant, with where it came from
         // (`None`: the profile's own range). Described only when reported.
         let mut known: Vec<(IpRange, Option<&str>)> = Vec::new();
         if let Some(p) = &profile {
             if relaxed.is_none() {
-                known.extend(self.privileges.profile_ranges(p).iter().map(|r| (*r, None)));
+                known.extend(model.privileges.profile_ranges(p).iter().map(|r| (*r, None)));
             }
-            let configured = self.cfg.ranges.by_profile.get(&*normalize_profile(p));
+            let configured = self.cfg.ranges.by_profile.get(&*profile_key(p));
             known.extend(configured.into_iter().flatten().map(|r| (r.range, Some(r.source.as_str()))));
         }
-        let name = username.map(|u| lowercase(u.trim()));
+        let name = username.map(key);
         let keyed = [
             (&self.cfg.ranges.by_app, Some(app)),
             (&self.cfg.ranges.by_user, user_id.as_ref().map(SfId::as_str)),
@@ -437,31 +324,6 @@ impl Correlator {
             }
         };
         verdict
-    }
-
-    fn flow_change(&self, app: &str, t: EventTime) -> Option<FlowChange> {
-        let window = self.cfg.flow_enabled_window_ms;
-        let recent = |c: &&FlowChange| c.at <= t && t.0 - c.at.0 <= window;
-        let named = self.apps.get(app).and_then(|a| a.last_change.as_ref()).filter(recent);
-        let unnamed = self
-            .unnamed_enable
-            .as_ref()
-            .filter(|u| u.bound_app.as_deref().is_none_or(|b| b == app))
-            .filter(|u| recent(&&u.change))
-            .map(|u| match &u.bound_app {
-                Some(b) => FlowChange {
-                    at: u.change.at,
-                    what: format!(
-                        "{}; bound to app '{b}' by a run-as assignment from the same admin within 15 minutes",
-                        u.change.what
-                    ),
-                },
-                None => u.change.clone(),
-            });
-        match (named, unnamed) {
-            (Some(a), Some(b)) => Some(if b.at > a.at { b } else { a.clone() }),
-            (a, b) => a.cloned().or(b),
-        }
     }
 }
 

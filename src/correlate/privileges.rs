@@ -8,11 +8,12 @@
 //! Permission sets whose permissions were never seen count as granting nothing
 //! ("unknown" is never upgraded to "privileged").
 
-use crate::decode::display::normalize_profile;
-use crate::event::{AuditChange, Escalation, EventTime, Inventory, IpRange, PermGrant, Perms, SfId, UserRef};
+use crate::event::{
+    key, profile_key, AuditChange, Escalation, EventTime, Inventory, IpRange, PermGrant, Perms, SfId, UserRef,
+};
 use std::collections::{BTreeSet, HashMap};
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct UserState {
     username: Option<String>,
     /// Profile display name as last reported.
@@ -26,25 +27,25 @@ struct UserState {
     escalation: Option<Escalation>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct PermSet {
     name: String,
     perms: Perms,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Group {
     name: String,
     members: BTreeSet<String>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Profile {
     perms: Perms,
     ranges: Vec<IpRange>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Privileges {
     users: HashMap<SfId, UserState>,
     /// Lowercased username or full name → id; `None` when two users share it.
@@ -56,17 +57,13 @@ pub struct Privileges {
     dirty: bool,
 }
 
-fn key(s: &str) -> String {
-    s.trim().to_lowercase()
-}
-
 impl Privileges {
     pub fn user_count(&self) -> usize {
         self.users.len()
     }
 
     fn index_name(&mut self, name: &str, id: SfId) {
-        let entry = self.names.entry(key(name)).or_insert(Some(id));
+        let entry = self.names.entry(key(name).into_owned()).or_insert(Some(id));
         if *entry != Some(id) {
             *entry = None;
         }
@@ -74,7 +71,7 @@ impl Privileges {
 
     /// The id a `Display` user reference names, if it can be known.
     pub fn resolve(&self, user: &UserRef) -> Option<SfId> {
-        user.id.or_else(|| self.names.get(&key(user.name.as_deref()?)).copied().flatten())
+        user.id.or_else(|| self.names.get(&*key(user.name.as_deref()?)).copied().flatten())
     }
 
     /// Like `resolve`, and starts tracking a user first seen with an id.
@@ -103,7 +100,7 @@ impl Privileges {
     }
 
     pub fn profile_ranges(&self, profile: &str) -> &[IpRange] {
-        self.profiles.get(&*normalize_profile(profile)).map(|p| p.ranges.as_slice()).unwrap_or(&[])
+        self.profiles.get(&*profile_key(profile)).map(|p| p.ranges.as_slice()).unwrap_or(&[])
     }
 
     /// The escalation, if it happened within `window_ms` before `t`.
@@ -113,11 +110,7 @@ impl Privileges {
     }
 
     fn profile_perms(&self, u: &UserState) -> Perms {
-        u.profile
-            .as_deref()
-            .and_then(|p| self.profiles.get(&*normalize_profile(p)))
-            .map(|p| p.perms)
-            .unwrap_or_default()
+        u.profile.as_deref().and_then(|p| self.profiles.get(&*profile_key(p))).map(|p| p.perms).unwrap_or_default()
     }
 
     fn set_perms(&self, ps: &str) -> Perms {
@@ -214,7 +207,7 @@ impl Privileges {
                 }
                 if let Some(p) = profile {
                     u.profile = Some(p.to_string());
-                    let pk = normalize_profile(p).into_owned();
+                    let pk = profile_key(p).into_owned();
                     self.profiles.entry(pk).or_default();
                 }
                 for n in [username, name].into_iter().flatten() {
@@ -238,13 +231,13 @@ impl Privileges {
                 if *owned_by_profile {
                     let pname = profile.as_deref().unwrap_or(perm_set).to_string();
                     u.profile.get_or_insert_with(|| pname.clone());
-                    let p = self.profiles.entry(normalize_profile(&pname).into_owned()).or_default();
+                    let p = self.profiles.entry(profile_key(&pname).into_owned()).or_default();
                     p.perms = merge(p.perms);
                 } else {
-                    u.perm_sets.insert(key(perm_set));
+                    u.perm_sets.insert(key(perm_set).into_owned());
                     let ps = self
                         .perm_sets
-                        .entry(key(perm_set))
+                        .entry(key(perm_set).into_owned())
                         .or_insert_with(|| PermSet { name: perm_set.to_string(), perms: Perms::empty() });
                     ps.perms = merge(ps.perms);
                 }
@@ -273,7 +266,7 @@ impl Privileges {
         match change {
             AuditChange::PermSetAssignment { perm_set, user, assigned, group } => {
                 let Some(id) = self.resolve_or_create(user) else { return false };
-                let k = key(perm_set);
+                let k = key(perm_set).into_owned();
                 let u = self.users.get_mut(&id).expect("created by resolve_or_create");
                 let set = if *group { &mut u.groups } else { &mut u.perm_sets };
                 if *assigned {
@@ -298,7 +291,7 @@ impl Privileges {
                 // A permission ccwatch does not track changes nobody's privilege.
             }
             AuditChange::PermSetPermission { perm_set, perm, label, enabled } => {
-                let k = key(perm_set);
+                let k = key(perm_set).into_owned();
                 let ps = self
                     .perm_sets
                     .entry(k.clone())
@@ -312,23 +305,23 @@ impl Privileges {
                 self.recompute(&ids, Some((t, &format!("{label} {state} on permission set '{perm_set}' {via}"))));
             }
             AuditChange::ProfilePermission { profile, perm, label, enabled } => {
-                let k = normalize_profile(profile).into_owned();
+                let k = profile_key(profile).into_owned();
                 let p = self.profiles.entry(k.clone()).or_default();
                 p.perms = if *enabled { p.perms.union(*perm) } else { p.perms.minus(*perm) };
-                let ids = self.users_where(|u| u.profile.as_deref().is_some_and(|p| normalize_profile(p) == k));
+                let ids = self.users_where(|u| u.profile.as_deref().is_some_and(|p| profile_key(p) == k));
                 let state = if *enabled { "enabled" } else { "disabled" };
                 self.recompute(&ids, Some((t, &format!("{label} {state} on profile '{profile}' {via}"))));
             }
             AuditChange::GroupComponent { group, perm_set, added } => {
-                let gk = key(group);
+                let gk = key(group).into_owned();
                 let g = self
                     .groups
                     .entry(gk.clone())
                     .or_insert_with(|| Group { name: group.to_string(), ..Group::default() });
                 if *added {
-                    g.members.insert(key(perm_set));
+                    g.members.insert(key(perm_set).into_owned());
                 } else {
-                    g.members.remove(&key(perm_set));
+                    g.members.remove(&*key(perm_set));
                 }
                 let ids = self.users_where(|u| u.groups.contains(&gk));
                 let verb = if *added { "added to" } else { "removed from" };
@@ -337,11 +330,11 @@ impl Privileges {
             AuditChange::UserProfile { user, from, to } => {
                 let Some(id) = self.resolve_or_create(user) else { return false };
                 self.users.get_mut(&id).expect("created").profile = Some(to.to_string());
-                self.profiles.entry(normalize_profile(to).into_owned()).or_default();
+                self.profiles.entry(profile_key(to).into_owned()).or_default();
                 self.recompute(&[id], Some((t, &format!("profile changed from '{from}' to '{to}' {via}"))));
             }
             AuditChange::LoginIpRange { profile, range, added } => {
-                let p = self.profiles.entry(normalize_profile(profile).into_owned()).or_default();
+                let p = self.profiles.entry(profile_key(profile).into_owned()).or_default();
                 if *added {
                     if !p.ranges.contains(range) {
                         p.ranges.push(*range);

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::config::{Config, LabeledRange};
-use crate::event::{GrantClass, Inventory, Perms, RecordKind};
+use crate::event::{Audit, AuditChange, GrantClass, Inventory, Perms, RecordKind};
 
 const USER: &str = "0055j00000MktS1";
 const ADMIN: &str = "admin@acme.example";
@@ -480,4 +480,166 @@ fn facts_score_as_the_described_grant_does() {
         }
     }
     assert_eq!(kinds.len(), 4, "every IP verdict was exercised: {kinds:?}");
+}
+
+/// A day of setup changes and grants for one integration user: baseline
+/// inventory, an escalation, a profile IP range, an enablement, an
+/// unassignment, and grants before, between and after them.
+fn day_of_changes() -> (Vec<NormalizedEvent>, Vec<NormalizedEvent>) {
+    let setup = vec![
+        psa("Ops", Perms::empty()),
+        profile_row("Custom: Integration", Perms::API_ENABLED),
+        audit(
+            "2024-07-09T09:30:00Z",
+            AuditChange::PermSetPermission {
+                perm_set: "Ops".into(),
+                perm: Perms::MODIFY_ALL_DATA,
+                label: "Modify All Data".into(),
+                enabled: true,
+            },
+        ),
+        audit(
+            "2024-07-09T10:15:00Z",
+            AuditChange::LoginIpRange {
+                profile: "Custom: Integration".into(),
+                range: IpRange::parse("10.0.0.0/24").unwrap(),
+                added: true,
+            },
+        ),
+        audit("2024-07-09T11:00:00Z", AuditChange::ClientCredentialsEnabled { app: None, enabled: true }),
+        audit(
+            "2024-07-09T12:30:00Z",
+            AuditChange::PermSetAssignment { perm_set: "Ops".into(), user: user_ref(), assigned: false, group: false },
+        ),
+    ];
+    let grants = ["09:00", "09:30", "10:00", "10:30", "11:30", "12:00", "13:00", "23:00"]
+        .iter()
+        .enumerate()
+        .map(|(i, hm)| grant(&format!("2024-07-09T{hm}:00Z"), if i % 2 == 0 { "10.0.0.7" } else { "8.8.8.8" }, true))
+        .collect();
+    (setup, grants)
+}
+
+/// Every grant's observation, with the records delivered in `order` (indices
+/// into setup records first, then grants).
+fn observe_in(order: &[usize], setup: &[NormalizedEvent], grants: &[NormalizedEvent]) -> Vec<GrantObservation> {
+    let mut c = correlator();
+    let mut out = Vec::new();
+    for &i in order {
+        match setup.get(i) {
+            Some(ev) => {
+                c.observe(ev);
+            }
+            None => out.push(observe_grant(&mut c, grants[i - setup.len()].clone())),
+        }
+    }
+    out.sort_by_key(|g| g.login.time);
+    out
+}
+
+#[test]
+fn grants_are_scored_as_of_their_time_whatever_order_setup_records_arrive_in() {
+    let (setup, grants) = day_of_changes();
+    let n = setup.len() + grants.len();
+    // Replay's order: everything by event time, setup first at equal times.
+    let mut by_time: Vec<usize> = (0..n).collect();
+    let time = |i: usize| setup.get(i).or_else(|| grants.get(i - setup.len())).unwrap().time();
+    by_time.sort_by_key(|&i| (time(i), i >= setup.len()));
+    let want = observe_in(&by_time, &setup, &grants);
+    assert!(want[0].privileges.is_empty(), "09:00 is before the escalation");
+    assert_eq!(want[1].privileges.len(), 1, "09:30 sees the change made that millisecond");
+    assert!(want.last().unwrap().privileges.is_empty(), "23:00 is after the unassignment");
+
+    // A restarted instance: every setup record (days ahead included) first,
+    // in reverse, then the grants.
+    let mut setup_first: Vec<usize> = (0..setup.len()).rev().collect();
+    setup_first.extend(setup.len()..n);
+    assert_eq!(observe_in(&setup_first, &setup, &grants), want);
+
+    // Pseudo-random interleavings in which each setup record arrives before
+    // the grants later than it, but in any order among themselves and
+    // relative to earlier grants.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..200 {
+        let mut order: Vec<usize> = (0..setup.len()).collect();
+        for i in (1..order.len()).rev() {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            order.swap(i, (seed >> 33) as usize % (i + 1));
+        }
+        let mut delivered: Vec<usize> = Vec::new();
+        let mut pending_setup = order.clone();
+        for g in setup.len()..n {
+            // Deliver every setup record this grant depends on, and, at random, some later ones.
+            pending_setup.retain(|&s| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let now = time(s) <= time(g) || (seed >> 40).is_multiple_of(3);
+                if now {
+                    delivered.push(s);
+                }
+                !now
+            });
+            delivered.push(g);
+        }
+        delivered.extend(pending_setup);
+        assert_eq!(observe_in(&delivered, &setup, &grants), want, "order {delivered:?}");
+    }
+}
+
+#[test]
+fn a_setup_record_behind_an_answered_grant_is_counted_late_and_applies_from_then_on() {
+    let mut c = correlator();
+    c.observe(&psa("Ops", Perms::empty()));
+    let g = observe_grant(&mut c, grant("2024-07-09T10:00:00Z", "1.2.3.4", true));
+    assert!(g.privileges.is_empty());
+    c.observe(&audit(
+        "2024-07-09T09:30:00Z",
+        AuditChange::PermSetPermission {
+            perm_set: "Ops".into(),
+            perm: Perms::MODIFY_ALL_DATA,
+            label: "Modify All Data".into(),
+            enabled: true,
+        },
+    ));
+    assert_eq!(c.stats().late_setup_records, 1);
+    let g = observe_grant(&mut c, grant("2024-07-09T09:45:00Z", "1.2.3.4", true));
+    assert_eq!(g.privileges.len(), 1, "an earlier grant arriving now sees it");
+}
+
+#[test]
+fn the_timeline_rewinds_across_snapshots_and_its_bound_is_counted() {
+    let mut cfg = Config::default().correlation;
+    cfg.max_setup_records = 600;
+    let mut c = Correlator::new(cfg);
+    c.observe(&psa("Ops", Perms::empty()));
+    // 1,000 toggles of Modify All Data, one a minute: privileged on odd minutes.
+    for m in 0..1000i64 {
+        let at = EventTime(t("2024-07-09T00:00:00Z").0 + m * 60_000);
+        let mut ev = audit("2024-07-09T00:00:00Z", AuditChange::Ignored);
+        if let NormalizedEvent::Audit(a) = &mut ev {
+            a.time = at;
+            a.change = AuditChange::PermSetPermission {
+                perm_set: "Ops".into(),
+                perm: Perms::MODIFY_ALL_DATA,
+                label: "Modify All Data".into(),
+                enabled: m % 2 == 0,
+            };
+        }
+        c.observe(&ev);
+    }
+    let stats = c.stats();
+    assert!(stats.setup_evictions > 0 && stats.setup_records <= 600, "{stats:?}");
+    // Questions far back and forth within the retained records (the first
+    // retained toggle is minute `evicted - 1`): each sees the toggle in force then.
+    let first = stats.setup_evictions as i64;
+    for m in [999i64, first + 10, 998, first, first + 1, 990, first + 200, first + 3] {
+        let at = EventTime(t("2024-07-09T00:00:30Z").0 + m * 60_000).to_string();
+        let g = observe_grant(&mut c, grant(&at, "1.2.3.4", true));
+        assert_eq!(g.privileges.len(), usize::from(m % 2 == 0), "minute {m}");
+    }
+    // Before the retained records the answer includes the evicted ones: the
+    // inventory row, then toggles 0..=evicted-2, the last of which enabled
+    // the permission when its minute is even.
+    let evicted = c.stats().setup_evictions as i64;
+    let g = observe_grant(&mut c, grant("2024-07-09T00:00:30Z", "1.2.3.4", true));
+    assert_eq!(g.privileges.len(), usize::from((evicted - 2) % 2 == 0), "evicted records applied");
 }

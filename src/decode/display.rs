@@ -68,14 +68,6 @@ pub fn user_ref(s: &str) -> UserRef {
     }
 }
 
-/// Profile names are printed with a `Custom: ` / `Standard: ` prefix in some
-/// actions and without it in others; this is the comparable form.
-pub fn normalize_profile(s: &str) -> std::borrow::Cow<'_, str> {
-    let s = s.trim();
-    let s = strip_prefix_ci(s, "Custom:").or_else(|| strip_prefix_ci(s, "Standard:")).unwrap_or(s);
-    crate::event::lowercase(s.trim())
-}
-
 /// `from X to Y` → `(X, Y)`.
 fn from_to(s: &str) -> Option<(&str, &str)> {
     let (_, rest) = split_ci(s, "from ")?;
@@ -408,8 +400,6 @@ mod tests {
             ),
             AuditChange::ClientCredentialsEnabled { app: None, enabled: false }
         );
-        assert_eq!(normalize_profile("Custom: Support Profile"), "support profile");
-        assert_eq!(normalize_profile("System Administrator"), "system administrator");
     }
 
     #[test]

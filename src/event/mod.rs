@@ -6,6 +6,7 @@
 //! whatever Salesforce shape it was decoded from.
 
 pub mod ip;
+pub mod keys;
 pub mod sfid;
 pub mod time;
 
@@ -13,6 +14,7 @@ use serde::Serialize;
 use std::fmt;
 
 pub use ip::IpRange;
+pub use keys::{key, lowercase, profile_key, user_key};
 pub use sfid::SfId;
 pub use time::EventTime;
 
@@ -277,15 +279,6 @@ impl NormalizedEvent {
             NormalizedEvent::Audit(_) => 1,
             NormalizedEvent::Login(_) => 2,
         }
-    }
-}
-
-/// `str::to_lowercase`, without a copy when there is nothing to lower.
-pub fn lowercase(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
-        std::borrow::Cow::Borrowed(s)
-    } else {
-        std::borrow::Cow::Owned(s.to_lowercase())
     }
 }
 

@@ -9,7 +9,7 @@
 pub mod aggregate;
 
 use crate::config::ScoringConfig;
-use crate::event::lowercase;
+use crate::event::{key, user_key};
 use crate::event::{
     Alert, EnablementObservation, EventTime, Factor, GrantObservation, IpVerdict, Observation, PermGrant, Rule,
     Severity, SfId,
@@ -175,12 +175,9 @@ impl Scorer {
         (self.grant_alert_id(g), self.total(&self.grant_factors_with(g, false)))
     }
 
-    /// The user part of a grant's alert id: the id, else the lowercased name.
+    /// The user part of a grant's alert id (`event::user_key`).
     fn grant_user_key(g: &GrantObservation) -> Option<Cow<'_, str>> {
-        match (&g.user_id, g.username.as_deref()) {
-            (Some(id), _) => Some(Cow::Borrowed(id.as_str())),
-            (None, name) => name.map(lowercase),
-        }
+        user_key(g.user_id.as_ref(), g.username.as_deref())
     }
 
     fn grant_alert_id(&self, g: &GrantObservation) -> String {
@@ -192,7 +189,7 @@ impl Scorer {
             Rule::ClientCredentialsGrant,
             org.as_ref().map_or("", SfId::as_str),
             Self::grant_user_key(g).as_deref().unwrap_or(""),
-            &lowercase(l.app.as_deref().unwrap_or("")),
+            &key(l.app.as_deref().unwrap_or("")),
             l.source_ip.as_deref().unwrap_or(""),
             &l.time.day_string(),
         );
@@ -288,11 +285,8 @@ impl Scorer {
             alert_id: alert_id(
                 Rule::ClientCredentialsEnabled,
                 org.as_deref().unwrap_or(""),
-                &user_id
-                    .map(|i| i.to_string())
-                    .or_else(|| username.as_deref().map(str::to_lowercase))
-                    .unwrap_or_default(),
-                &e.app.as_deref().unwrap_or("").to_lowercase(),
+                user_key(user_id.as_ref(), username.as_deref()).as_deref().unwrap_or(""),
+                &key(e.app.as_deref().unwrap_or("")),
                 "",
                 &time.day_string(),
             ),

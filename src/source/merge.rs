@@ -1,28 +1,25 @@
-//! Event-time merge for live sources: records from many Kafka partitions
-//! (login and setup-audit topics) → one stream in event-time order, plus the
-//! offset bookkeeping that makes delivery at-least-once.
+//! Event-time merge for live logins: records from many Kafka partitions → one
+//! stream in event-time order.
 //!
 //! This is replay's k-way merge, made incremental. Each assigned partition is
 //! a *lane* with a watermark (the latest event time it delivered). A record is
 //! released once every lane that may still deliver something earlier has
 //! passed it: `time <= min(watermark of lanes not at end-of-partition)`. A
-//! lane at end-of-partition (librdkafka's partition EOF) constrains nothing,
-//! so a quiet audit topic never delays logins. A stream that is not assigned
-//! yet (a consumer group still joining) holds everything until it is, so the
-//! privileges read from the audit topic at start-up apply at their own event
-//! times, exactly as in replay. Memory is bounded by `max_pending`: past it,
-//! the oldest record is released anyway and counted.
+//! lane at end-of-partition (librdkafka's partition EOF) constrains nothing.
+//! Memory is bounded by `max_pending`: past it, the oldest record is released
+//! anyway and counted.
 //!
-//! `Offsets` tracks, per partition, which messages are still in flight, and
-//! yields the highest offset that may be stored: only after every earlier
-//! message's alerts were accepted by every sink.
+//! Setup-audit records do not go through the merge: correlation keeps them on
+//! an event-time timeline and answers every grant as of its own time, so they
+//! are applied as soon as they arrive. What the merge's order still decides is
+//! per-pair state (IP history, failure windows) and when alerts close.
 //!
 //! Pure and synchronous; `app::live` drives it. No clock: "released" depends
 //! only on what arrived.
 
 use crate::event::EventTime;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap};
 
 /// Which consumer a lane belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -42,6 +39,7 @@ struct LaneState {
 
 struct Entry<T> {
     key: (EventTime, u8, u64),
+    lane: Lane,
     item: T,
 }
 
@@ -76,8 +74,6 @@ pub struct Released<T> {
 pub struct Merge<T> {
     heap: BinaryHeap<Reverse<Entry<T>>>,
     lanes: HashMap<Lane, LaneState>,
-    /// Streams whose partitions are not known yet.
-    waiting: HashSet<Stream>,
     seq: u64,
     released_max: Option<EventTime>,
     max_pending: usize,
@@ -88,7 +84,6 @@ impl<T> Merge<T> {
         Merge {
             heap: BinaryHeap::new(),
             lanes: HashMap::new(),
-            waiting: HashSet::new(),
             seq: 0,
             released_max: None,
             max_pending: max_pending.max(1),
@@ -103,29 +98,24 @@ impl<T> Merge<T> {
         self.heap.is_empty()
     }
 
-    /// Hold every release until `stream` is assigned (`assign`) or released (`unwait`).
-    pub fn wait_for(&mut self, stream: Stream) {
-        self.waiting.insert(stream);
-    }
-
-    pub fn unwait(&mut self, stream: Stream) {
-        self.waiting.remove(&stream);
-    }
-
     /// Partitions now assigned to `stream`.
     pub fn assign(&mut self, stream: Stream, partitions: &[i32]) {
-        self.waiting.remove(&stream);
         for &p in partitions {
             self.lanes.entry((stream, p)).or_default();
         }
     }
 
-    /// Partitions taken away: they constrain nothing any more. Records already
-    /// received from them are still processed.
-    pub fn revoke(&mut self, stream: Stream, partitions: &[i32]) {
+    /// Partitions taken away: they constrain nothing any more, and the
+    /// records received from them and not yet released are dropped (their
+    /// offsets were not stored, so the partition's next owner reads them
+    /// again). Returns how many were dropped.
+    pub fn revoke(&mut self, stream: Stream, partitions: &[i32]) -> usize {
         for &p in partitions {
             self.lanes.remove(&(stream, p));
         }
+        let before = self.heap.len();
+        self.heap.retain(|Reverse(e)| !(e.lane.0 == stream && partitions.contains(&e.lane.1)));
+        before - self.heap.len()
     }
 
     /// The lane has delivered everything it had.
@@ -135,7 +125,7 @@ impl<T> Merge<T> {
 
     /// Whether every assigned lane of `stream` is at end-of-partition.
     pub fn caught_up(&self, stream: Stream) -> bool {
-        !self.waiting.contains(&stream) && self.lanes.iter().filter(|(l, _)| l.0 == stream).all(|(_, s)| s.eof)
+        self.lanes.iter().filter(|(l, _)| l.0 == stream).all(|(_, s)| s.eof)
     }
 
     /// A record received from `lane`. `rank` orders records of equal time
@@ -147,7 +137,7 @@ impl<T> Merge<T> {
             st.watermark = Some(time);
         }
         self.seq += 1;
-        self.heap.push(Reverse(Entry { key: (time, rank, self.seq), item }));
+        self.heap.push(Reverse(Entry { key: (time, rank, self.seq), lane, item }));
     }
 
     /// A message from `lane` that needs no processing (an uninteresting login,
@@ -165,9 +155,6 @@ impl<T> Merge<T> {
 
     /// Records may be released up to this time (inclusive); `None`: nothing may.
     fn bound(&self) -> Option<Option<EventTime>> {
-        if !self.waiting.is_empty() {
-            return None;
-        }
         let mut bound: Option<EventTime> = None; // None = unbounded
         for st in self.lanes.values().filter(|s| !s.eof) {
             match st.watermark {
@@ -193,12 +180,6 @@ impl<T> Merge<T> {
         Some(self.take(forced && !ready))
     }
 
-    /// Every pending record, in order (shutdown: finish what was received).
-    pub fn pop_any(&mut self) -> Option<Released<T>> {
-        self.heap.peek()?;
-        Some(self.take(false))
-    }
-
     fn take(&mut self, forced: bool) -> Released<T> {
         let Reverse(e) = self.heap.pop().expect("peeked");
         let time = e.key.0;
@@ -207,96 +188,6 @@ impl<T> Merge<T> {
             self.released_max = Some(time);
         }
         Released { item: e.item, time, late, forced }
-    }
-}
-
-/// Per-partition in-flight offsets → the offset that may be stored next.
-#[derive(Default)]
-pub struct Offsets {
-    parts: HashMap<i32, Part>,
-}
-
-#[derive(Default)]
-struct Part {
-    /// Offset → records of that message not yet finished.
-    open: BTreeMap<i64, u32>,
-    /// Highest offset received.
-    last: Option<i64>,
-    /// What was last returned by `storable`.
-    stored: Option<i64>,
-    /// The committed offset the partition was assigned at, until its first message.
-    start: Option<i64>,
-}
-
-/// Offsets the broker skipped: `from..to` never arrived.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Gap {
-    pub from: i64,
-    pub to: i64,
-}
-
-impl Offsets {
-    /// The partition was assigned and will be read from `committed` (its
-    /// first message should carry that offset).
-    pub fn expect(&mut self, partition: i32, committed: i64) {
-        self.parts.entry(partition).or_default().start = Some(committed);
-    }
-
-    /// A message arrived carrying `records` records to finish (0: done now).
-    /// Returns the offsets skipped since the previous message (or since the
-    /// committed start), if any: Kafka offsets are dense unless the topic is
-    /// compacted or transactional, so a gap otherwise means records that
-    /// never reached ccwatch.
-    pub fn open(&mut self, partition: i32, offset: i64, records: u32) -> Option<Gap> {
-        let p = self.parts.entry(partition).or_default();
-        let expected = p.last.map(|l| l + 1).or(p.start.take());
-        let gap = expected.filter(|&e| offset > e).map(|e| Gap { from: e, to: offset });
-        if p.last.is_none_or(|l| offset > l) {
-            p.last = Some(offset);
-        }
-        if records > 0 {
-            *p.open.entry(offset).or_default() += records;
-        }
-        gap
-    }
-
-    /// One record of the message at `offset` has been fully delivered.
-    pub fn finish(&mut self, partition: i32, offset: i64) {
-        if let Some(p) = self.parts.get_mut(&partition) {
-            if let Some(n) = p.open.get_mut(&offset) {
-                *n -= 1;
-                if *n == 0 {
-                    p.open.remove(&offset);
-                }
-            }
-        }
-    }
-
-    /// The partitions whose next offset to store (Kafka's "next to read")
-    /// moved since the last call.
-    pub fn storable(&mut self) -> Vec<(i32, i64)> {
-        let mut out = Vec::new();
-        for (&partition, p) in &mut self.parts {
-            let next = match p.open.keys().next() {
-                Some(&first) => first,
-                None => match p.last {
-                    Some(l) => l + 1,
-                    None => continue,
-                },
-            };
-            if p.stored.is_none_or(|s| next > s) {
-                p.stored = Some(next);
-                out.push((partition, next));
-            }
-        }
-        out.sort_unstable();
-        out
-    }
-
-    pub fn forget(&mut self, partitions: &[i32]) {
-        for p in partitions {
-            self.parts.remove(p);
-        }
     }
 }
 
@@ -313,27 +204,20 @@ mod tests {
     }
 
     #[test]
-    fn audit_from_the_future_waits_for_logins_to_reach_it() {
+    fn a_record_waits_for_every_live_partition_to_reach_it() {
         let mut m = Merge::new(100);
-        m.wait_for(Stream::Login);
-        m.assign(Stream::Audit, &[0]);
-        m.push((Stream::Audit, 0), t(10), 0, "assign-admin@10");
-        m.push((Stream::Audit, 0), t(30), 0, "enable@30");
-        m.set_eof((Stream::Audit, 0));
-        // The login group has not been assigned yet: nothing moves.
-        assert!(drain(&mut m).is_empty());
         m.assign(Stream::Login, &[0, 1]);
-        m.push((Stream::Login, 0), t(5), 1, "login@5");
+        m.push((Stream::Login, 0), t(5), 1, "p0@5");
         // Partition 1 has said nothing yet: it may still deliver something earlier.
         assert!(drain(&mut m).is_empty());
-        m.push((Stream::Login, 1), t(20), 1, "login@20");
-        assert_eq!(drain(&mut m), ["login@5"]);
-        m.push((Stream::Login, 0), t(25), 1, "login@25");
-        assert_eq!(drain(&mut m), ["assign-admin@10", "login@20"]);
+        m.push((Stream::Login, 1), t(20), 1, "p1@20");
+        assert_eq!(drain(&mut m), ["p0@5"]);
+        m.push((Stream::Login, 0), t(25), 1, "p0@25");
+        assert_eq!(drain(&mut m), ["p1@20"]);
         m.set_eof((Stream::Login, 0));
         m.set_eof((Stream::Login, 1));
-        assert_eq!(drain(&mut m), ["login@25", "enable@30"]);
-        assert!(m.caught_up(Stream::Login) && m.caught_up(Stream::Audit));
+        assert_eq!(drain(&mut m), ["p0@25"]);
+        assert!(m.caught_up(Stream::Login));
     }
 
     #[test]
@@ -355,15 +239,14 @@ mod tests {
     #[test]
     fn max_pending_bounds_memory() {
         let mut m = Merge::new(2);
-        m.wait_for(Stream::Login);
+        m.assign(Stream::Login, &[0, 1]);
         for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
-            m.push((Stream::Audit, 0), t(i as i64), 0, name);
+            m.push((Stream::Login, 0), t(i as i64), 1, name);
         }
         let r = m.pop_ready().unwrap();
         assert_eq!((r.item, r.forced), ("a", true));
-        assert!(m.pop_ready().is_none());
+        assert!(m.pop_ready().is_none(), "partition 1 holds the rest back");
         assert_eq!(m.len(), 2);
-        assert_eq!(std::iter::from_fn(|| m.pop_any().map(|r| r.item)).collect::<Vec<_>>(), ["b", "c"]);
     }
 
     #[test]
@@ -380,44 +263,14 @@ mod tests {
     }
 
     #[test]
-    fn revoked_lanes_stop_holding_back() {
+    fn revoked_lanes_stop_holding_back_and_their_records_are_dropped() {
         let mut m = Merge::new(100);
-        m.assign(Stream::Login, &[0, 1]);
+        m.assign(Stream::Login, &[0, 1, 2]);
         m.push((Stream::Login, 0), t(5), 1, "x");
+        m.push((Stream::Login, 1), t(6), 1, "from-1");
         assert!(drain(&mut m).is_empty());
-        m.revoke(Stream::Login, &[1]);
+        assert_eq!(m.revoke(Stream::Login, &[1, 2]), 1, "the record received from partition 1 is dropped");
         assert_eq!(drain(&mut m), ["x"]);
-    }
-
-    #[test]
-    fn offsets_report_what_the_broker_skipped() {
-        let mut o = Offsets::default();
-        o.expect(0, 10);
-        // A broker that resumes at the next batch instead of the committed offset.
-        assert_eq!(o.open(0, 60, 1), Some(Gap { from: 10, to: 60 }));
-        assert_eq!(o.open(0, 61, 0), None);
-        assert_eq!(o.open(0, 63, 0), Some(Gap { from: 62, to: 63 }), "a transaction marker or compaction");
-        assert_eq!(o.open(0, 61, 0), None, "a redelivered earlier offset is not a gap");
-        o.expect(1, 5);
-        assert_eq!(o.open(1, 5, 0), None, "resumed exactly at the committed offset");
-        assert_eq!(o.open(2, 7, 0), None, "no committed offset known: nothing to compare with");
-    }
-
-    #[test]
-    fn offsets_are_stored_only_past_finished_messages() {
-        let mut o = Offsets::default();
-        o.open(0, 10, 1);
-        o.open(0, 11, 2);
-        o.open(0, 12, 0); // a message with no events (e.g. dead-lettered after delivery)
-        assert_eq!(o.storable(), [(0, 10)]);
-        o.finish(0, 11);
-        o.finish(0, 11);
-        assert!(o.storable().is_empty(), "10 still in flight");
-        o.finish(0, 10);
-        assert_eq!(o.storable(), [(0, 13)]);
-        assert!(o.storable().is_empty());
-        o.forget(&[0]);
-        o.open(0, 40, 0);
-        assert_eq!(o.storable(), [(0, 41)]);
+        assert!(m.is_empty());
     }
 }

@@ -57,6 +57,14 @@ pub struct Metrics {
     pub audit_caught_up: IntGauge,
     /// Setup-audit records deleted before this instance started.
     pub audit_expired_records: IntGauge,
+    /// Records received from a partition that was revoked before they were
+    /// processed: dropped, to be read again by the partition's next owner.
+    pub revoked_records_dropped: IntCounter,
+    /// Messages redelivered after a partition came back that this instance
+    /// had already processed: skipped, not counted twice.
+    pub redelivered_skipped: IntCounter,
+    /// Setup records that arrived after a later grant had been scored without them.
+    pub late_setup_records: IntCounter,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -249,6 +257,24 @@ impl Metrics {
                 "Setup-audit records already deleted (retention) when this instance started, so never read: \
                  the sum of the audit partitions' first offsets. Privilege changes they carried are unknown \
                  unless an inventory snapshot covers them.",
+            ),
+            revoked_records_dropped: counter(
+                &r,
+                "ccwatch_revoked_records_dropped_total",
+                "Login records received from a partition revoked before they were processed; dropped \
+                 unprocessed and uncommitted, so the partition's next owner reads them again.",
+            ),
+            redelivered_skipped: counter(
+                &r,
+                "ccwatch_redelivered_skipped_total",
+                "Login messages redelivered after their partition came back to this instance that it had \
+                 already processed; skipped so nothing is counted twice.",
+            ),
+            late_setup_records: counter(
+                &r,
+                "ccwatch_late_setup_records_total",
+                "Setup-audit records that arrived after a later grant had already been scored without them; \
+                 grants after their arrival see them.",
             ),
             registry: r,
         }

@@ -300,3 +300,21 @@ pub fn broker() -> String {
     std::env::var("CCWATCH_TEST_BROKER")
         .expect("CCWATCH_TEST_BROKER is not set: run `make test`, which starts a broker (scripts/test-broker.sh)")
 }
+
+/// The last line written per `alert_id`: the authoritative state of each alert.
+pub fn last_per_id(lines: &[String]) -> std::collections::BTreeMap<String, String> {
+    lines
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("alert lines are JSON");
+            (v["alert_id"].as_str().expect("alert_id").to_string(), l.clone())
+        })
+        .collect()
+}
+
+/// Lines as a sorted list: the same alert lines whatever the order they were written in.
+pub fn sorted(lines: &[String]) -> Vec<String> {
+    let mut v = lines.to_vec();
+    v.sort();
+    v
+}
