@@ -515,3 +515,183 @@ async fn audit_records_deleted_by_retention_are_counted() {
     run.token.cancel();
     run.task.await.unwrap().unwrap();
 }
+
+/// A JSON webhook sink named `hook` posting to `url`.
+fn json_webhook(url: &str, max_retries: u32) -> SinkConfig {
+    SinkConfig {
+        name: "hook".into(),
+        min_severity: Severity::Low,
+        format: Format::Native,
+        kind: SinkKind::Webhook {
+            url: Config::parse(&format!("[[sinks]]\ntype = \"webhook\"\nurl = \"{url}\"\n"), "t")
+                .map(|c| match &c.live.sinks[0].kind {
+                    SinkKind::Webhook { url, .. } => url.clone(),
+                    _ => unreachable!(),
+                })
+                .unwrap(),
+            style: WebhookStyle::Json,
+            timeout_ms: 2000,
+            max_retries,
+            backoff_ms: 10,
+            max_backoff_ms: 40,
+        },
+    }
+}
+
+fn lines_of(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
+}
+
+/// A webhook that answers 400 to one alert: that alert goes to the alert
+/// dead letter with the sink and reason, every other alert is delivered to
+/// the webhook and the file sink, and intake goes on to commit every offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_answering_400_sets_that_alert_aside_and_intake_goes_on() {
+    let (t, _cluster, bootstrap) = loaded_cluster().await;
+    let expected = replay_lines();
+    let victim: serde_json::Value = expected
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|a| a["severity"] == "critical")
+        .unwrap();
+    let victim_id = victim["alert_id"].as_str().unwrap().to_string();
+    let hook = Hook::default();
+    *hook.refuse.lock().unwrap() = Some(victim_id.clone());
+    let url = hook.start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("alerts.jsonl");
+    let dead = dir.path().join("alert-dead-letters.jsonl");
+    let mut cfg = live_config(&bootstrap, &t, vec![json_webhook(&url, 2), file_sink(&file)]);
+    cfg.live.alert_dead_letter =
+        Some(ccwatch::config::live::AlertDeadLetterConfig::File { path: dead.clone(), mode: 0o600 });
+    let run = start(cfg).await;
+    eventually(90, "every offset committed past the refused alert", || async {
+        committed(&bootstrap, &t.group, &t.logins).iter().map(|x| x.1).sum::<i64>() == LOGIN_MESSAGES
+    })
+    .await;
+    assert_eq!(sorted(&lines_of(&file)), sorted(&expected), "the file sink got every line");
+    let set_aside: Vec<serde_json::Value> = lines_of(&dead).iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!set_aside.is_empty());
+    for d in &set_aside {
+        assert_eq!((d["sink"].as_str(), d["reason"].as_str()), (Some("hook"), Some("http_4xx")), "{d}");
+        assert_eq!(d["alert"]["alert_id"].as_str(), Some(victim_id.as_str()), "only the refused alert: {d}");
+        assert_eq!(d["detail"].as_str(), Some("HTTP 400"));
+    }
+    let accepted = hook.accepted.lock().unwrap().clone();
+    let others = expected.iter().filter(|l| !l.contains(&victim_id)).count();
+    assert_eq!(accepted.len(), others, "every other line reached the webhook");
+    let m = scrape(&run).await;
+    assert_eq!(metric(&m, r#"ccwatch_sink_dead_letters_total{reason="http_4xx",sink="hook"}"#), set_aside.len() as f64);
+    assert_eq!(get(&format!("{}/readyz", run.metrics_url)).await.0, 200, "a refused alert does not stop intake");
+    use std::os::unix::fs::PermissionsExt;
+    for f in [&file, &dead] {
+        assert_eq!(std::fs::metadata(f).unwrap().permissions().mode() & 0o777, 0o600, "{} is private", f.display());
+    }
+    run.token.cancel();
+    run.task.await.unwrap().unwrap();
+}
+
+/// Without an alert dead letter a refused alert is retried (the documented
+/// choice: nothing is dropped), so offsets are held and readiness fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_alert_dead_letter_a_400_is_retried_and_holds_offsets() {
+    let (t, _cluster, bootstrap) = loaded_cluster().await;
+    let hook = Hook::default();
+    let first_id = serde_json::from_str::<serde_json::Value>(&replay_lines()[0]).unwrap()["alert_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    *hook.refuse.lock().unwrap() = Some(first_id);
+    let url = hook.start().await;
+    let run = start(live_config(&bootstrap, &t, vec![json_webhook(&url, 0)])).await;
+    eventually(60, "repeated attempts", || async { hook.attempts.load(Ordering::SeqCst) >= 3 }).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    let held: i64 = committed(&bootstrap, &t.group, &t.logins).iter().map(|x| x.1.max(0)).sum();
+    assert!(held < LOGIN_MESSAGES, "offsets advanced past an alert no sink took ({held})");
+    assert_eq!(get(&format!("{}/readyz", run.metrics_url)).await.0, 503);
+    let m = scrape(&run).await;
+    assert!(metric(&m, r#"ccwatch_sink_failures_total{sink="hook"}"#) >= 2.0, "{m}");
+    assert!(metric(&m, r#"ccwatch_sink_retries_total{sink="hook"}"#) >= 2.0, "{m}");
+    run.token.cancel();
+    let _ = run.task.await.unwrap();
+}
+
+/// 429 with `Retry-After: 2`: the next attempt waits at least that long,
+/// retries are counted, and every alert arrives once the webhook recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_is_retried_after_its_retry_after() {
+    let (t, _cluster, bootstrap) = loaded_cluster().await;
+    let hook = Hook::default();
+    hook.failing.store(true, Ordering::SeqCst);
+    hook.fail_status.store(429, Ordering::SeqCst);
+    *hook.retry_after.lock().unwrap() = Some("2".into());
+    let url = hook.start().await;
+    let run = start(live_config(&bootstrap, &t, vec![json_webhook(&url, 3)])).await;
+    eventually(60, "three attempts", || async { hook.attempts.load(Ordering::SeqCst) >= 3 }).await;
+    hook.failing.store(false, Ordering::SeqCst);
+    eventually(90, "offsets committed after the webhook recovered", || async {
+        committed(&bootstrap, &t.group, &t.logins).iter().map(|x| x.1).sum::<i64>() == LOGIN_MESSAGES
+    })
+    .await;
+    let times = hook.attempt_times.lock().unwrap().clone();
+    for w in times.windows(2).take(2) {
+        let gap = w[1] - w[0];
+        assert!(gap >= std::time::Duration::from_millis(1900), "retried after {gap:?}, not after Retry-After: 2");
+    }
+    let m = scrape(&run).await;
+    assert!(metric(&m, r#"ccwatch_sink_retries_total{sink="hook"}"#) >= 2.0, "{m}");
+    assert_eq!(hook.accepted.lock().unwrap().len(), replay_lines().len());
+    run.token.cancel();
+    run.task.await.unwrap().unwrap();
+}
+
+/// A webhook answering 503 for 20 s: retried until it recovers, nothing set
+/// aside, nothing lost, offsets committed only after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_for_twenty_seconds_is_retried_without_loss() {
+    let (t, _cluster, bootstrap) = loaded_cluster().await;
+    let hook = Hook::default();
+    hook.failing.store(true, Ordering::SeqCst);
+    let url = hook.start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("alert-dead-letters.jsonl");
+    let mut cfg = live_config(&bootstrap, &t, vec![json_webhook(&url, 1)]);
+    cfg.live.alert_dead_letter =
+        Some(ccwatch::config::live::AlertDeadLetterConfig::File { path: dead.clone(), mode: 0o600 });
+    let run = start(cfg).await;
+    let began = std::time::Instant::now();
+    eventually(30, "first attempts", || async { hook.attempts.load(Ordering::SeqCst) >= 1 }).await;
+    while began.elapsed() < std::time::Duration::from_secs(20) {
+        let held: i64 = committed(&bootstrap, &t.group, &t.logins).iter().map(|x| x.1.max(0)).sum();
+        assert!(held < LOGIN_MESSAGES, "offsets committed while the webhook answered 503");
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+    hook.failing.store(false, Ordering::SeqCst);
+    eventually(90, "offsets committed after recovery", || async {
+        committed(&bootstrap, &t.group, &t.logins).iter().map(|x| x.1).sum::<i64>() == LOGIN_MESSAGES
+    })
+    .await;
+    assert!(lines_of(&dead).is_empty(), "a 503 is transient: nothing set aside");
+    let got = hook.accepted.lock().unwrap().clone();
+    assert_eq!(sorted(&got), sorted(&replay_lines()), "every alert after recovery");
+    let m = scrape(&run).await;
+    assert!(metric(&m, r#"ccwatch_sink_retries_total{sink="hook"}"#) >= 4.0, "{m}");
+    run.token.cancel();
+    run.task.await.unwrap().unwrap();
+}
+
+/// A Kafka sink topic (or dead-letter topic) that does not exist is a
+/// one-line error at start-up, not a stall on the first alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_sink_or_dead_letter_topic_fails_start_up() {
+    let (t, _cluster, bootstrap) = loaded_cluster().await;
+    let cfg = live_config(&bootstrap, &t, vec![kafka_sink("no-such-alerts-topic")]);
+    let err = live::run(&cfg, CancellationToken::new(), Arc::new(Metrics::new())).await.unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("sink alerts-topic: topic no-such-alerts-topic does not exist"), "{msg}");
+    assert_eq!(msg.lines().count(), 1, "{msg}");
+    let mut cfg = live_config(&bootstrap, &t, vec![kafka_sink(&t.alerts)]);
+    cfg.live.kafka.as_mut().unwrap().dead_letter_topic = Some("no-such-dead-letters".into());
+    let err = live::run(&cfg, CancellationToken::new(), Arc::new(Metrics::new())).await.unwrap_err();
+    assert!(format!("{err:#}").contains("dead-letter: topic no-such-dead-letters does not exist"), "{err:#}");
+}

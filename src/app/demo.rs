@@ -57,7 +57,7 @@ fn demo_config(base: &Config, bootstrap: &str, opts: &DemoOptions) -> Config {
             name: "stdout".into(),
             min_severity: Severity::Low,
             format: opts.format,
-            kind: SinkKind::File { path: "/dev/stdout".into() },
+            kind: SinkKind::File { path: "/dev/stdout".into(), mode: 0o600 },
         },
     ];
     cfg.live.metrics_listen = opts.listen;

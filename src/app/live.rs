@@ -38,14 +38,19 @@ use crate::app::pipeline::{Output, Pipeline};
 use crate::config::live::KafkaConfig;
 use crate::config::Config;
 use crate::decode::{Decoded, Reject};
+use crate::event::{Emit, EmitKind};
 use crate::event::{EventTime, GrantClass, NormalizedEvent};
-use crate::score::aggregate::{Emit, EmitKind};
-use crate::sink::live::{DeadLetter, DeadLetters, Sink};
+use crate::sink::live::{AlertDeadLetters, DeadLetter, DeadLetters, RefusedAlert, Sink, SinkError};
 use crate::source::intake::{Chunk, Intake, Item, PauseGauges, Received};
 use crate::source::kafka::{self, Assignment, LiveConsumer};
 use crate::source::ledger::{Ledger, Ticket};
 use crate::source::merge::{Merge, Stream};
 use crate::source::replay::{discover, Side};
+use crate::telemetry::events::{
+    AlertDeadLetterFailed, AlertsDeadLettered, DeadLetterFailed, InternalEvent, LogLimiter, OffsetGap,
+    PartitionsAssigned, PartitionsRevoked, RecordRejected, RecordsDeadLettered, RedeliverySkipped, SinkDelivered,
+    SinkFailed, SinkRetried,
+};
 use crate::telemetry::server::Health;
 use crate::telemetry::Metrics;
 use anyhow::Context as _;
@@ -91,6 +96,8 @@ struct Turn {
     /// Alert lines, in emission order.
     emits: Vec<Emit>,
     letters: Vec<DeadLetter>,
+    /// Alerts a sink refused for good, until the alert dead letter takes them.
+    refused: Vec<RefusedAlert>,
     done: Vec<Done>,
 }
 
@@ -151,6 +158,8 @@ struct Live {
     audit: AuditProgress,
     sinks: Vec<Sink>,
     dead_letters: Option<DeadLetters>,
+    alert_dead_letters: Option<AlertDeadLetters>,
+    log_limiter: LogLimiter,
     turn: Turn,
     /// Whether the login consumer was ever assigned partitions.
     assigned: bool,
@@ -228,7 +237,7 @@ impl Live {
             self.audit.eof.insert(partition, false);
         }
         if stream == Stream::Login && self.ledger.already_processed(partition, offset) {
-            self.metrics.redelivered_skipped.inc();
+            RedeliverySkipped.emit(&self.metrics);
             // Done already: its offset may be stored with the messages around it.
             self.ledger.open(partition, offset, 0);
             self.merge.advance(lane, None);
@@ -267,8 +276,15 @@ impl Live {
                 }
                 Decoded::Rejected(r) => {
                     self.report.rejected += 1;
-                    self.counters.consumed(&self.metrics, stream, topic, "rejected").inc();
-                    self.metrics.records_rejected.with_label_values(&[r.reason.label()]).inc();
+                    RecordRejected {
+                        topic,
+                        partition,
+                        offset,
+                        reason: r.reason.label(),
+                        detail: &r.detail,
+                        dead_lettered: self.dead_letters.is_some(),
+                    }
+                    .emit(&self.metrics);
                     if self.dead_letters.is_some() {
                         let raw = raw.as_ref();
                         self.turn.letters.push(DeadLetter {
@@ -281,11 +297,6 @@ impl Live {
                             partition,
                             offset,
                         });
-                    } else {
-                        tracing::warn!(
-                            %topic, partition, offset, reason = r.reason.label(), detail = %r.detail,
-                            "Set aside an undecodable record (no dead_letter_topic configured)."
-                        );
                     }
                 }
             }
@@ -296,15 +307,7 @@ impl Live {
         advance_lane(&mut self.merge, lane, events, latest);
         {
             if let Some(gap) = self.ledger.open(partition, offset, events) {
-                self.metrics.offset_gaps.inc_by((gap.to - gap.from) as u64);
-                tracing::warn!(
-                    topic,
-                    partition,
-                    from = gap.from,
-                    to = gap.to,
-                    "The broker delivered no message for offsets [from, to): expected on a compacted or \
-                     transactional topic, otherwise those records never reached ccwatch."
-                );
+                OffsetGap { topic, partition, from: gap.from, to: gap.to }.emit(&self.metrics);
             }
             if events == 0 {
                 self.turn.done.push(Done { ticket: None, received });
@@ -338,8 +341,8 @@ impl Live {
     fn on_assignment(&mut self, a: Assignment) {
         match a {
             Assignment::Assigned(ps) => {
-                self.metrics.assignment_changes.with_label_values(&["assigned"]).inc();
                 let partitions: Vec<i32> = ps.iter().map(|a| a.partition).collect();
+                PartitionsAssigned { partitions: &partitions }.emit(&self.metrics);
                 self.merge.assign(Stream::Login, &partitions);
                 for a in ps {
                     // Gaps are checked from the committed offset: the warm-up
@@ -364,17 +367,8 @@ impl Live {
                 }
             }
             Assignment::Revoked(ps) => {
-                self.metrics.assignment_changes.with_label_values(&["revoked"]).inc();
-                let dropped = self.merge.revoke(Stream::Login, &ps);
-                if dropped > 0 {
-                    self.metrics.revoked_records_dropped.inc_by(dropped as u64);
-                    tracing::info!(
-                        partitions = ?ps,
-                        records = dropped,
-                        "Partitions revoked: records received from them and not yet processed are dropped; \
-                         their offsets were not stored, so the next owner reads them again."
-                    );
-                }
+                let dropped = self.merge.revoke(Stream::Login, &ps) as u64;
+                PartitionsRevoked { partitions: &ps, dropped }.emit(&self.metrics);
                 self.ledger.revoke(&ps);
                 for p in &ps {
                     self.warm_until.remove(p);
@@ -403,7 +397,7 @@ impl Live {
 
     /// Hands this turn's alerts and dead letters to every sink, retrying
     /// until all accept. Gives up only on shutdown (after `grace`, if given).
-    async fn deliver(&mut self, shutdown: &CancellationToken, grace: Option<Duration>) -> Result<(), String> {
+    async fn deliver(&mut self, shutdown: &CancellationToken, grace: Option<Duration>) -> Result<(), SinkError> {
         if self.turn.emits.is_empty() && self.turn.letters.is_empty() {
             return Ok(());
         }
@@ -411,39 +405,70 @@ impl Live {
         for s in &mut self.sinks {
             s.reset();
         }
+        let set_aside = self.alert_dead_letters.is_some();
         let mut letters_done = self.turn.letters.is_empty();
         let mut backoff = Duration::from_millis(250);
         loop {
-            let mut failure = None;
+            let mut failure: Option<SinkError> = None;
             for s in &mut self.sinks {
                 if s.done(&self.turn.emits) {
                     continue;
                 }
-                match s.deliver(&self.turn.emits).await {
-                    Ok(n) => self.metrics.sink_deliveries.with_label_values(&[s.name.as_str()]).inc_by(n),
+                let result = s.deliver(&self.turn.emits, set_aside).await;
+                match result {
+                    Ok(d) => {
+                        SinkDelivered { sink: &s.name, count: d.accepted }.emit(&self.metrics);
+                        SinkRetried { sink: &s.name, count: d.retries }.emit(&self.metrics);
+                        for r in d.refused {
+                            self.turn.refused.push(RefusedAlert {
+                                sink: s.name.clone(),
+                                refusal: r.refusal,
+                                detail: r.detail,
+                                emit: self.turn.emits[r.index].clone(),
+                            });
+                        }
+                    }
                     Err(e) => {
-                        self.metrics.sink_failures.with_label_values(&[s.name.as_str()]).inc();
-                        tracing::error!(sink = %s.name, error = %e, "Sink did not accept alerts; offsets are held until it does.");
+                        let permanent = matches!(e, SinkError::Permanent { .. });
+                        SinkFailed { sink: &s.name, error: &e, permanent }.emit(&self.metrics);
+                        SinkRetried { sink: &s.name, count: 1 }.emit(&self.metrics);
                         failure = Some(e);
+                    }
+                }
+            }
+            if !self.turn.refused.is_empty() {
+                if let Some(adl) = &mut self.alert_dead_letters {
+                    match adl.send(&self.turn.refused).await {
+                        Ok(()) => {
+                            for r in self.turn.refused.drain(..) {
+                                AlertsDeadLettered {
+                                    sink: &r.sink,
+                                    reason: r.refusal.label(),
+                                    detail: &r.detail,
+                                    count: 1,
+                                    limiter: &mut self.log_limiter,
+                                }
+                                .emit(&self.metrics);
+                            }
+                        }
+                        Err(e) => {
+                            AlertDeadLetterFailed { error: &e }.emit(&self.metrics);
+                            failure = Some(e);
+                        }
                     }
                 }
             }
             if !letters_done {
                 if let Some(dl) = &self.dead_letters {
                     match dl.send(&self.turn.letters).await {
-                        Ok(()) => {
+                        Ok(sent) => {
                             letters_done = true;
-                            self.metrics
-                                .sink_deliveries
-                                .with_label_values(&["dead_letter"])
-                                .inc_by(self.turn.letters.len() as u64);
-                            for l in &self.turn.letters {
-                                self.metrics.dead_letters.with_label_values(&[l.reason]).inc();
-                            }
+                            let reasons: Vec<&'static str> = self.turn.letters.iter().map(|l| l.reason).collect();
+                            RecordsDeadLettered { reasons: &reasons, truncated: sent.truncated, refused: sent.refused }
+                                .emit(&self.metrics);
                         }
                         Err(e) => {
-                            self.metrics.sink_failures.with_label_values(&["dead_letter"]).inc();
-                            tracing::error!(topic = dl.topic(), error = %e, "Dead letters not accepted; offsets are held.");
+                            DeadLetterFailed { topic: dl.topic(), error: &e }.emit(&self.metrics);
                             failure = Some(e);
                         }
                     }
@@ -454,10 +479,11 @@ impl Live {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(err);
             }
+            let wait = err.retry_after().map_or(backoff, |ra| ra.max(backoff));
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled(), if deadline.is_none() => return Err(err),
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(30));
         }
@@ -543,6 +569,24 @@ impl Default for RunOptions {
     }
 }
 
+/// Every topic `run` writes to, with what it is for.
+fn written_topics(cfg: &Config, k: &KafkaConfig) -> Vec<(String, String)> {
+    use crate::config::live::{AlertDeadLetterConfig, SinkKind};
+    let mut out = Vec::new();
+    for s in &cfg.live.sinks {
+        if let SinkKind::Kafka { topic } = &s.kind {
+            out.push((format!("sink {}", s.name), topic.clone()));
+        }
+    }
+    if let Some(t) = &k.dead_letter_topic {
+        out.push(("dead-letter".to_string(), t.clone()));
+    }
+    if let Some(AlertDeadLetterConfig::Kafka { topic }) = &cfg.live.alert_dead_letter {
+        out.push(("alert dead-letter".to_string(), topic.clone()));
+    }
+    out
+}
+
 /// Runs until `shutdown` is cancelled.
 pub async fn run(cfg: &Config, shutdown: CancellationToken, metrics: Arc<Metrics>) -> anyhow::Result<RunReport> {
     run_with(cfg, shutdown, metrics, RunOptions::default()).await
@@ -566,7 +610,8 @@ pub async fn run_with(
     tracing::info!(%metrics_addr, "Serving /metrics, /healthz and /readyz.");
 
     let needs_producer = k.dead_letter_topic.is_some()
-        || cfg.live.sinks.iter().any(|s| matches!(s.kind, crate::config::live::SinkKind::Kafka { .. }));
+        || cfg.live.sinks.iter().any(|s| matches!(s.kind, crate::config::live::SinkKind::Kafka { .. }))
+        || matches!(cfg.live.alert_dead_letter, Some(crate::config::live::AlertDeadLetterConfig::Kafka { .. }));
     let producer: Option<FutureProducer> = if needs_producer {
         Some(
             // acks=all: an alert counts as delivered once the topic has it.
@@ -581,9 +626,11 @@ pub async fn run_with(
     };
     let sinks = cfg.live.sinks.iter().map(|s| Sink::new(s, producer.as_ref())).collect::<anyhow::Result<Vec<_>>>()?;
     let dead_letters = match (&k.dead_letter_topic, &producer) {
-        (Some(t), Some(p)) => Some(DeadLetters::new(p.clone(), t.clone())),
+        (Some(t), Some(p)) => Some(DeadLetters::new(p.clone(), t.clone(), k.producer_message_max_bytes())),
         _ => None,
     };
+    let alert_dead_letters =
+        cfg.live.alert_dead_letter.as_ref().map(|d| AlertDeadLetters::new(d, producer.as_ref())).transpose()?;
 
     let mut pipeline = Pipeline::new(cfg);
     if !cfg.live.inventory.is_empty() {
@@ -595,6 +642,7 @@ pub async fn run_with(
     }
 
     let login = Arc::new(kafka::login_consumer(&k, metrics.clone()).context("cannot create the login consumer")?);
+    kafka::check_topics(&login, &written_topics(cfg, &k))?;
     let audit = match &k.audit_topic {
         Some(t) => Some(kafka::audit_consumer(&k, t, metrics.clone())?),
         None => None,
@@ -619,6 +667,8 @@ pub async fn run_with(
         audit: progress,
         sinks,
         dead_letters,
+        alert_dead_letters,
+        log_limiter: LogLimiter::default(),
         turn: Turn::default(),
         warm_until: HashMap::new(),
         assigned: false,
@@ -655,7 +705,7 @@ pub async fn run_with(
         }
         live.process();
         if let Err(e) = live.deliver(&shutdown, None).await {
-            failed = Some(e);
+            failed = Some(e.to_string());
             break;
         }
         live.store_offsets(&login);
@@ -689,7 +739,7 @@ pub async fn run_with(
         }
         live.process();
         if let Err(e) = live.deliver(&shutdown, Some(SHUTDOWN_GRACE)).await {
-            failed = Some(e);
+            failed = Some(e.to_string());
         } else {
             live.store_offsets(&login);
         }

@@ -6,8 +6,9 @@
 
 use crate::config::Config;
 use crate::correlate::Correlator;
+use crate::event::Emit;
 use crate::event::{NormalizedEvent, Observation};
-use crate::score::aggregate::{Aggregator, Emit};
+use crate::score::aggregate::Aggregator;
 use crate::score::Scorer;
 
 pub struct Pipeline {

@@ -7,8 +7,7 @@
 //! variables or files, resolved at load time into `Secret`s whose `Debug`
 //! is redacted, so no log line or error message can carry them.
 
-use crate::event::Severity;
-use crate::sink::encode::Format;
+use crate::event::{Format, Severity};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -150,6 +149,9 @@ pub enum RawSink {
         min_severity: Option<Severity>,
         #[serde(default)]
         format: Option<Format>,
+        /// Permission bits of a file the sink creates, as an octal string.
+        #[serde(default = "default_file_mode")]
+        mode: String,
     },
     Webhook {
         name: Option<String>,
@@ -174,6 +176,42 @@ pub enum RawSink {
         #[serde(default = "default_max_backoff_ms")]
         max_backoff_ms: u64,
     },
+}
+
+fn default_file_mode() -> String {
+    "0600".into()
+}
+
+/// Where alerts a sink refuses for good go (`[alert_dead_letter]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
+pub enum RawAlertDeadLetter {
+    Kafka {
+        topic: String,
+    },
+    File {
+        path: PathBuf,
+        #[serde(default = "default_file_mode")]
+        mode: String,
+    },
+}
+
+/// Validated alert dead-letter: where a permanently refused alert is written
+/// with the sink, the reason and the alert.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlertDeadLetterConfig {
+    Kafka { topic: String },
+    File { path: PathBuf, mode: u32 },
+}
+
+fn file_mode(what: &str, mode: &str, problems: &mut Vec<String>) -> u32 {
+    match u32::from_str_radix(mode.trim_start_matches("0o"), 8) {
+        Ok(m) if m <= 0o777 => m,
+        _ => {
+            problems.push(format!("{what}: mode {mode:?} is not octal permission bits like \"0600\""));
+            0o600
+        }
+    }
 }
 
 fn default_timeout_ms() -> u64 {
@@ -225,6 +263,15 @@ pub struct KafkaConfig {
     pub auto_offset_reset: String,
 }
 
+impl KafkaConfig {
+    /// The producer's `message.max.bytes` (librdkafka's default unless set).
+    pub fn producer_message_max_bytes(&self) -> usize {
+        let set = self.producer.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let set = set.chain(self.client.iter().map(|(k, v)| (k.as_str(), v.expose())));
+        set.filter(|(k, _)| *k == "message.max.bytes").find_map(|(_, v)| v.parse().ok()).unwrap_or(1_000_000)
+    }
+}
+
 #[derive(Clone, PartialEq)]
 pub enum ClientValue {
     Plain(String),
@@ -256,6 +303,8 @@ pub enum SinkKind {
     },
     File {
         path: PathBuf,
+        /// Permission bits when the sink creates the file.
+        mode: u32,
     },
     Webhook {
         url: Secret,
@@ -283,12 +332,16 @@ pub struct LiveConfig {
     pub sinks: Vec<SinkConfig>,
     pub metrics_listen: SocketAddr,
     pub inventory: Vec<PathBuf>,
+    /// Where permanently refused alerts go; `None`: such alerts are retried
+    /// like transient failures, holding intake until the sink takes them.
+    pub alert_dead_letter: Option<AlertDeadLetterConfig>,
 }
 
 impl Default for LiveConfig {
     fn default() -> Self {
         LiveConfig {
             kafka: None,
+            alert_dead_letter: None,
             sinks: Vec::new(),
             metrics_listen: default_listen().parse().expect("valid default"),
             inventory: Vec::new(),
@@ -296,10 +349,14 @@ impl Default for LiveConfig {
     }
 }
 
-/// Property names whose values must come from `secret_properties`.
+/// Property names whose values must come from `secret_properties`, in any
+/// case: passwords and passphrases, secrets and tokens, the OAUTHBEARER
+/// config string (it carries client secrets), and PEM contents.
 fn looks_secret(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    k.contains("password") || k.contains("secret") || k.ends_with(".key.pem") || k.contains("token")
+    ["password", "passphrase", "secret", "token"].iter().any(|w| k.contains(w))
+        || k == "sasl.oauthbearer.config"
+        || k.ends_with(".pem")
 }
 
 fn kafka_config(k: &RawKafka, problems: &mut Vec<String>) -> KafkaConfig {
@@ -413,6 +470,7 @@ fn topic_ok(t: &str) -> bool {
 
 pub fn validate(
     kafka: Option<&RawKafka>,
+    alert_dead_letter: Option<&RawAlertDeadLetter>,
     sinks: &[RawSink],
     metrics: &RawMetrics,
     inventory: &[PathBuf],
@@ -442,11 +500,11 @@ pub fn validate(
                     SinkKind::Kafka { topic: topic.clone() },
                 )
             }
-            RawSink::File { name, path, min_severity, format } => (
+            RawSink::File { name, path, min_severity, format, mode } => (
                 name.clone().unwrap_or_else(|| "file".into()),
                 min_severity,
                 format,
-                SinkKind::File { path: path.clone() },
+                SinkKind::File { path: path.clone(), mode: file_mode(&which, mode, problems) },
             ),
             RawSink::Webhook {
                 name,
@@ -508,5 +566,19 @@ pub fn validate(
             kind,
         });
     }
-    LiveConfig { kafka, sinks: out, metrics_listen, inventory: inventory.to_vec() }
+    let alert_dead_letter = alert_dead_letter.map(|d| match d {
+        RawAlertDeadLetter::Kafka { topic } => {
+            if kafka.is_none() {
+                problems.push("alert_dead_letter: a kafka dead letter needs a [kafka] section".into());
+            }
+            if !topic_ok(topic) {
+                problems.push(format!("alert_dead_letter: topic {topic:?} is not a valid topic name"));
+            }
+            AlertDeadLetterConfig::Kafka { topic: topic.clone() }
+        }
+        RawAlertDeadLetter::File { path, mode } => {
+            AlertDeadLetterConfig::File { path: path.clone(), mode: file_mode("alert_dead_letter", mode, problems) }
+        }
+    });
+    LiveConfig { kafka, sinks: out, metrics_listen, inventory: inventory.to_vec(), alert_dead_letter }
 }

@@ -186,6 +186,8 @@ pub struct RawConfig {
     /// Live mode: where alerts go.
     #[serde(default)]
     pub sinks: Vec<live::RawSink>,
+    /// Live mode: where alerts a sink refuses for good go.
+    pub alert_dead_letter: Option<live::RawAlertDeadLetter>,
     /// Live mode: the metrics and health endpoint.
     #[serde(default)]
     pub metrics: live::RawMetrics,
@@ -353,7 +355,14 @@ impl Config {
                 }
             }
         }
-        let live = live::validate(raw.kafka.as_ref(), &raw.sinks, &raw.metrics, &raw.inventory, &mut problems);
+        let live = live::validate(
+            raw.kafka.as_ref(),
+            raw.alert_dead_letter.as_ref(),
+            &raw.sinks,
+            &raw.metrics,
+            &raw.inventory,
+            &mut problems,
+        );
         if !problems.is_empty() {
             return Err(problems);
         }

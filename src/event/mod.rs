@@ -438,3 +438,27 @@ pub struct Alert {
     #[serde(skip)]
     pub last_time: EventTime,
 }
+
+/// Why an alert line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmitKind {
+    Raised,
+    ScoreRose,
+    Closed,
+}
+
+/// One alert line to write: the alert's state and why it is written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Emit {
+    pub kind: EmitKind,
+    pub alert: Alert,
+}
+
+/// The encodings an alert line can be written in (`sink::encode` writes them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Native,
+    Ocsf,
+    Ecs,
+}

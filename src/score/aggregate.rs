@@ -8,22 +8,8 @@
 //! count instead of restarting it. Event time only: never the wall clock.
 
 use crate::event::time::{MS_PER_DAY, MS_PER_HOUR};
-use crate::event::{Alert, EventTime};
+use crate::event::{Alert, Emit, EmitKind, EventTime};
 use std::collections::HashMap;
-
-/// Why an alert line is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EmitKind {
-    Raised,
-    ScoreRose,
-    Closed,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Emit {
-    pub kind: EmitKind,
-    pub alert: Alert,
-}
 
 struct Open {
     alert: Alert,

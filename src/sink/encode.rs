@@ -4,17 +4,9 @@
 //! schema 1.3); ECS puts ccwatch-specific fields under `ccwatch.*`. Key order is
 //! fixed (serde_json `preserve_order`), so output is byte-identical per input.
 
-use crate::event::{Alert, Severity};
-use crate::score::aggregate::EmitKind;
+pub use crate::event::Format;
+use crate::event::{Alert, EmitKind, Severity};
 use serde_json::{json, Value};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    Native,
-    Ocsf,
-    Ecs,
-}
 
 fn epoch_ms(a: &Alert) -> (i64, i64) {
     (a.first_time.0, a.last_time.0)

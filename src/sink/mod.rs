@@ -8,8 +8,7 @@
 pub mod encode;
 pub mod live;
 
-use crate::score::aggregate::Emit;
-use encode::Format;
+use crate::event::{Emit, Format};
 use std::io::{self, Write};
 
 pub struct AlertWriter {

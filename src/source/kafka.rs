@@ -307,6 +307,25 @@ pub fn audit_consumer(k: &KafkaConfig, topic: &str, metrics: Arc<Metrics>) -> an
     Ok((consumer, partitions))
 }
 
+/// Checks that every topic ccwatch writes to exists, before anything is
+/// consumed: a missing alerts or dead-letter topic would otherwise pass
+/// start-up and stall on the first alert or bad record. `topics` pairs a
+/// description ("sink alerts-topic") with the topic. The metadata request
+/// goes through the login consumer, which never asks the broker to create a
+/// topic (`allow.auto.create.topics` is false for consumers).
+pub fn check_topics(c: &LiveConsumer, topics: &[(String, String)]) -> anyhow::Result<()> {
+    for (what, topic) in topics {
+        let md = c
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|e| anyhow::anyhow!("cannot read metadata of {what} topic {topic}: {e}"))?;
+        let exists = md.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+        if !exists {
+            anyhow::bail!("{what}: topic {topic} does not exist; create it before starting ccwatch");
+        }
+    }
+    Ok(())
+}
+
 /// Audit records deleted before this instance could read them: the sum of
 /// the partitions' low watermarks, since the audit topic is read from its
 /// beginning. Retention (or DeleteRecords) removed them, so the privilege

@@ -65,6 +65,17 @@ pub struct Metrics {
     pub redelivered_skipped: IntCounter,
     /// Setup records that arrived after a later grant had been scored without them.
     pub late_setup_records: IntCounter,
+    /// Alerts a sink refused for good, set aside to the alert dead letter, by sink and reason.
+    pub sink_dead_letters: IntCounterVec,
+    /// Delivery attempts repeated after a transient failure, by sink.
+    pub sink_retries: IntCounterVec,
+    /// Undecodable records whose payload was cut to fit the dead-letter topic.
+    pub dead_letters_truncated: IntCounter,
+    /// Undecodable records the dead-letter topic refused even without payload.
+    pub dead_letters_refused: IntCounter,
+    /// 1 while a login partition has lag but has delivered nothing for
+    /// `kafka.stall_after_secs`, by partition.
+    pub partition_stalled: IntGaugeVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -275,6 +286,37 @@ impl Metrics {
                 "ccwatch_late_setup_records_total",
                 "Setup-audit records that arrived after a later grant had already been scored without them; \
                  grants after their arrival see them.",
+            ),
+            sink_dead_letters: counter_vec(
+                &r,
+                "ccwatch_sink_dead_letters_total",
+                "Alerts a sink refused for good (4xx, too large, unknown topic), written to the alert dead \
+                 letter instead, by sink and reason.",
+                &["sink", "reason"],
+            ),
+            sink_retries: counter_vec(
+                &r,
+                "ccwatch_sink_retries_total",
+                "Delivery attempts repeated after a transient failure, by sink.",
+                &["sink"],
+            ),
+            dead_letters_truncated: counter(
+                &r,
+                "ccwatch_dead_letters_truncated_total",
+                "Undecodable records whose payload was cut to fit the dead-letter topic (original size and \
+                 SHA-256 in headers).",
+            ),
+            dead_letters_refused: counter(
+                &r,
+                "ccwatch_dead_letters_refused_total",
+                "Undecodable records the dead-letter topic refused even without their payload; logged with \
+                 origin and hash, not retried.",
+            ),
+            partition_stalled: gauge_vec(
+                &r,
+                "ccwatch_partition_stalled",
+                "1 while a login partition has lag but has delivered nothing for kafka.stall_after_secs.",
+                &["topic", "partition"],
             ),
             registry: r,
         }

@@ -5,6 +5,7 @@
 //! grant classes, rules, severities, operator-named sinks and topics, and
 //! partition numbers. No label ever carries a user, IP, app or org value.
 
+pub mod events;
 pub mod metrics;
 pub mod server;
 

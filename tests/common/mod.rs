@@ -71,7 +71,7 @@ pub fn file_sink(path: &Path) -> SinkConfig {
         name: "alerts-file".into(),
         min_severity: Severity::Low,
         format: Format::Native,
-        kind: SinkKind::File { path: path.to_path_buf() },
+        kind: SinkKind::File { path: path.to_path_buf(), mode: 0o600 },
     }
 }
 
@@ -228,12 +228,19 @@ where
     panic!("timed out waiting for {what}");
 }
 
-/// A webhook receiver: answers `fail_status` while `failing` is set, else 200,
-/// and keeps every body it was sent.
+/// A webhook receiver: answers `fail_status` (503 when 0) while `failing` is
+/// set, 400 to a body containing `refuse`, else 200; keeps every body it
+/// accepted and the time of every attempt.
 #[derive(Clone, Default)]
 pub struct Hook {
     pub failing: Arc<std::sync::atomic::AtomicBool>,
+    pub fail_status: Arc<std::sync::atomic::AtomicU16>,
+    /// `Retry-After` sent with a failing answer.
+    pub retry_after: Arc<Mutex<Option<String>>>,
+    /// Bodies containing this are answered 400.
+    pub refuse: Arc<Mutex<Option<String>>>,
     pub attempts: Arc<AtomicUsize>,
+    pub attempt_times: Arc<Mutex<Vec<std::time::Instant>>>,
     pub accepted: Arc<Mutex<Vec<String>>>,
     /// Added before each answer.
     pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
@@ -255,18 +262,31 @@ impl Hook {
                             use http_body_util::BodyExt;
                             let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                             me.attempts.fetch_add(1, Ordering::SeqCst);
+                            me.attempt_times.lock().unwrap().push(std::time::Instant::now());
                             let delay = me.delay_ms.load(Ordering::SeqCst);
                             if delay > 0 {
                                 tokio::time::sleep(Duration::from_millis(delay)).await;
                             }
-                            let status = if me.failing.load(Ordering::SeqCst) {
-                                503
+                            let text = String::from_utf8_lossy(&body).to_string();
+                            let refused =
+                                me.refuse.lock().unwrap().as_deref().is_some_and(|needle| text.contains(needle));
+                            let failing = me.failing.load(Ordering::SeqCst);
+                            let status = if refused {
+                                400
+                            } else if failing {
+                                match me.fail_status.load(Ordering::SeqCst) {
+                                    0 => 503,
+                                    s => s,
+                                }
                             } else {
-                                me.accepted.lock().unwrap().push(String::from_utf8_lossy(&body).into());
+                                me.accepted.lock().unwrap().push(text);
                                 200
                             };
                             let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
                             *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                            if let (true, Some(ra)) = (failing && !refused, me.retry_after.lock().unwrap().clone()) {
+                                r.headers_mut().insert("retry-after", ra.parse().unwrap());
+                            }
                             Ok::<_, std::convert::Infallible>(r)
                         }
                     });
