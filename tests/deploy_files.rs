@@ -76,6 +76,30 @@ fn production_config_example_validates_and_its_secrets_come_from_env() {
 }
 
 #[test]
+fn every_kind_of_secret_property_is_refused_in_any_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    for key in [
+        "sasl.oauthbearer.assertion.private.key.passphrase",
+        "sasl.oauthbearer.config",
+        "SSL.KEY.PASSWORD",
+        "ssl.key.pem",
+        "sasl.oauthbearer.client.secret",
+        "Ssl.Keystore.Password",
+    ] {
+        std::fs::write(
+            &cfg,
+            format!("[kafka]\nbootstrap_servers = \"h:9092\"\nlogin_topic = \"l\"\n[kafka.consumer_properties]\n\"{key}\" = \"hunter2\"\n"),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_ccwatch")).args(["check-config"]).arg(&cfg).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("secret_properties"), "{key}: {err}");
+        assert!(!err.contains("hunter2"), "the secret was echoed: {err}");
+    }
+}
+
+#[test]
 fn secrets_in_plain_properties_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");

@@ -695,3 +695,38 @@ async fn a_missing_sink_or_dead_letter_topic_fails_start_up() {
     let err = live::run(&cfg, CancellationToken::new(), Arc::new(Metrics::new())).await.unwrap_err();
     assert!(format!("{err:#}").contains("dead-letter: topic no-such-dead-letters does not exist"), "{err:#}");
 }
+
+/// An undecodable message bigger than the dead-letter producer accepts is
+/// dead-lettered cut to fit, with its original size and hash in headers;
+/// it is counted, and offsets move on instead of retrying forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_undecodable_message_is_dead_lettered_truncated() {
+    let (t, _c, bootstrap, _) = empty_cluster(1);
+    let big: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("message.max.bytes", "3000000")
+        .create()
+        .unwrap();
+    let mut garbage = b"{\"not\": \"a login\", \"pad\": \"".to_vec();
+    garbage.resize(1_200_000, b'x');
+    let units = vec![
+        produce::Unit { value: garbage.clone(), key: Some("k".into()), time: None },
+        grant(1, "10.0.0.1", "2024-07-09T10:00:00Z"),
+    ];
+    produce::send(&big, &t.logins, &units).await.unwrap();
+    let mut cfg = live_config(&bootstrap, &t, vec![]);
+    let dir = tempfile::tempdir().unwrap();
+    cfg.live.sinks = vec![file_sink(&dir.path().join("a.jsonl"))];
+    let m = run_until_committed(cfg, &bootstrap, &t, 2).await;
+    assert_eq!(metric(&m, "ccwatch_dead_letters_truncated_total"), 1.0, "{m}");
+    let dead = read_topic(&bootstrap, &t.dead);
+    assert_eq!(dead.len(), 1);
+    let d = &dead[0];
+    assert_eq!(d.headers.get("ccwatch.truncated").map(String::as_str), Some("true"));
+    assert_eq!(d.headers.get("ccwatch.original_size").map(String::as_str), Some("1200000"));
+    use sha2::Digest;
+    let hash: String = sha2::Sha256::digest(&garbage).iter().map(|x| format!("{x:02x}")).collect();
+    assert_eq!(d.headers.get("ccwatch.original_sha256"), Some(&hash));
+    assert!(d.value.len() < 1_000_000 && garbage.starts_with(&d.value), "the leading bytes, cut to fit");
+    assert_eq!(d.headers.get("ccwatch.source.offset").map(String::as_str), Some("0"));
+}
