@@ -38,6 +38,19 @@ fn free_port() -> u16 {
 /// A config for `ccwatch run` against `t`; `warmup`: `kafka.warmup_messages`;
 /// `extra`: more top-level TOML (sinks).
 fn write_config(dir: &Path, bootstrap: &str, t: &Topics, port: u16, warmup: u64, extra: &str) -> std::path::PathBuf {
+    write_config_with(dir, bootstrap, t, port, warmup, 6000, extra)
+}
+
+/// `write_config` with the consumers' `session.timeout.ms`.
+fn write_config_with(
+    dir: &Path,
+    bootstrap: &str,
+    t: &Topics,
+    port: u16,
+    warmup: u64,
+    session_ms: u64,
+    extra: &str,
+) -> std::path::PathBuf {
     let base = std::fs::read_to_string(root().join("ccwatch.toml")).unwrap();
     let text = format!(
         r#"{base}
@@ -52,7 +65,7 @@ warmup_messages = {warmup}
 
 [kafka.consumer_properties]
 # A killed member is noticed after this, so the restart test needs no 45 s wait.
-"session.timeout.ms" = "6000"
+"session.timeout.ms" = "{session_ms}"
 "heartbeat.interval.ms" = "1000"
 
 [metrics]
@@ -70,6 +83,7 @@ topic = "{alerts}"
         dead = t.dead,
         alerts = t.alerts,
         warmup = warmup,
+        session_ms = session_ms,
     );
     let path = dir.join("ccwatch.toml");
     std::fs::File::create(&path).unwrap().write_all(text.as_bytes()).unwrap();
@@ -235,46 +249,142 @@ async fn run_over_a_real_broker_delivers_alerts_dead_letters_offsets_and_metrics
     assert!(stderr.contains("offsets committed: true"), "{stderr}");
 }
 
+/// A failed client-credentials grant for a user no alert is about, three
+/// days after the generated archive: it moves event time past every alert's
+/// day, so live closes every alert (and writes its final count) as replay's
+/// end of input does.
+fn sentinel(n: usize) -> String {
+    serde_json::json!({
+        "attributes": {"type": "LoginEvent"},
+        "EventIdentifier": format!("sentinel-{n}"),
+        "EventDate": "2024-07-11T00:00:00.000+0000",
+        "UserId": "005Sn0000000001AAA",
+        "Username": "sentinel@acme.example",
+        "LoginType": "Remote Access 2.0",
+        "LoginSubType": "OAuth Client Credentials",
+        "Status": "Failed: Invalid Client Credentials",
+        "SourceIp": "192.0.2.250",
+        "Application": "Sentinel",
+    })
+    .to_string()
+}
+
+/// Produces `payloads[i]` to partition `i` of `topic`.
+async fn to_partitions(bootstrap: &str, topic: &str, payloads: &[String]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    for (i, p) in payloads.iter().enumerate() {
+        let rec = FutureRecord::<(), str>::to(topic).payload(p).partition(i as i32);
+        producer.send(rec, Duration::from_secs(10)).await.unwrap();
+    }
+}
+
+/// A generated archive in `dir`, plus the sentinel file: (logins file, other files).
+fn archive(dir: &Path, events: u64) -> (String, Vec<String>) {
+    let gen = ccwatch()
+        .args(["generate", "--events", &events.to_string(), "--seed", "7", "--out"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(gen.status.success(), "{}", String::from_utf8_lossy(&gen.stderr));
+    std::fs::write(dir.join("sentinel.jsonl"), format!("{}\n", sentinel(0))).unwrap();
+    let d = dir.to_str().unwrap();
+    let logins = format!("{d}/logins.jsonl");
+    let others = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .filter(|p| *p != logins && !p.ends_with("sentinel.jsonl"))
+        .collect();
+    (logins, others)
+}
+
+/// The state of every alert as its last line says: id → (score, severity,
+/// count, factor ids).
+type Final = std::collections::BTreeMap<String, (f64, String, u64, Vec<String>)>;
+
+fn finals<'a>(lines: impl IntoIterator<Item = &'a str>) -> Final {
+    lines
+        .into_iter()
+        .map(|l| {
+            let a: serde_json::Value = serde_json::from_str(l).unwrap();
+            let factors = a["factors"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap().to_string());
+            (
+                a["alert_id"].as_str().unwrap().to_string(),
+                (
+                    a["score"].as_f64().unwrap(),
+                    a["severity"].as_str().unwrap().to_string(),
+                    a["count"].as_u64().unwrap(),
+                    factors.collect(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn replay_finals(cfg: &Path, data: &Path) -> Final {
+    let out = ccwatch().args(["replay", "--no-progress", "--config"]).arg(cfg).arg(data).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    finals(String::from_utf8(out.stdout).unwrap().lines())
+}
+
+fn topic_finals(bootstrap: &str, topic: &str) -> Final {
+    let values: Vec<String> =
+        read_topic(bootstrap, topic).iter().map(|r| String::from_utf8(r.value.clone()).unwrap()).collect();
+    finals(values.iter().map(String::as_str))
+}
+
+/// Every alert's final state equals replay's; on a difference, each differing
+/// alert is printed with both states.
+fn assert_same_finals(live: &Final, replay: &Final, what: &str) {
+    let differing: Vec<String> = replay
+        .iter()
+        .filter(|(id, r)| live.get(*id) != Some(r))
+        .map(|(id, r)| format!("{id}: replay {r:?}, live {:?}", live.get(id)))
+        .chain(live.keys().filter(|id| !replay.contains_key(*id)).map(|id| format!("{id}: only live")))
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "{what}: {} of {} alerts differ from replay:\n{}",
+        differing.len(),
+        replay.len(),
+        differing.join("\n")
+    );
+}
+
+/// SIGKILL mid-stream, then a restart that waits out the dead member's
+/// session (35 s, longer than any timer ccwatch has) while every setup-audit
+/// record, escalations days ahead included, is read first. The last line per
+/// `alert_id` must equal replay's: same ids, scores, severities, factors and
+/// counts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_mid_stream_and_restart_still_delivers_every_alert() {
+async fn sigkill_mid_stream_and_a_slow_restart_end_as_replay_does() {
     let bootstrap = broker();
     let t = Topics::new();
     topics_for(&bootstrap, &t).await;
     let data = tempfile::tempdir().unwrap();
-    let gen =
-        ccwatch().args(["generate", "--events", "30000", "--seed", "7", "--out"]).arg(data.path()).output().unwrap();
-    assert!(gen.status.success(), "{}", String::from_utf8_lossy(&gen.stderr));
-    let d = data.path().to_str().unwrap();
-    let logins = format!("{d}/logins.jsonl");
-    let others: Vec<String> = std::fs::read_dir(data.path())
-        .unwrap()
-        .map(|e| e.unwrap().path().display().to_string())
-        .filter(|p| *p != logins)
-        .collect();
+    let (logins, others) = archive(data.path(), 30_000);
     let others: Vec<&str> = others.iter().map(String::as_str).collect();
     produce(&bootstrap, &t.audit, &others);
     produce(&bootstrap, &t.logins, &[&logins]);
+    to_partitions(&bootstrap, &t.logins, &[sentinel(0), sentinel(1), sentinel(2)]).await;
     // A slow webhook keeps the first run mid-stream when it is killed.
     let hook = Hook::default();
     let hook_url = hook.start().await;
-    let slow = format!(
-        "[[sinks]]\ntype = \"webhook\"\nname = \"slow\"\nurl = \"{hook_url}\"\ntimeout_ms = 2000\nbackoff_ms = 50\n"
-    );
     let dir = tempfile::tempdir().unwrap();
-    // A file sink beside the topic: on a failure it tells an alert ccwatch never
-    // raised from one the topic lost.
     let witness = dir.path().join("witness.jsonl");
-    let slow = format!("{slow}\n[[sinks]]\ntype = \"file\"\nname = \"witness\"\npath = \"{}\"\n", witness.display());
+    let slow = format!(
+        "[[sinks]]\ntype = \"webhook\"\nname = \"slow\"\nurl = \"{hook_url}\"\ntimeout_ms = 2000\nbackoff_ms = 50\n\n\
+         [[sinks]]\ntype = \"file\"\nname = \"witness\"\npath = \"{}\"\n",
+        witness.display()
+    );
     // The restart re-reads what the first run delivered, to rebuild correlation state.
-    let cfg = write_config(dir.path(), &bootstrap, &t, free_port(), 100_000, &slow);
-    // What replay says about the same archive, with the same settings.
-    let replay = ccwatch().args(["replay", "--no-progress", "--config"]).arg(&cfg).arg(data.path()).output().unwrap();
-    assert!(replay.status.success());
-    let replayed: Vec<serde_json::Value> =
-        String::from_utf8(replay.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let want: std::collections::BTreeSet<String> =
-        replayed.iter().map(|a| a["alert_id"].as_str().unwrap().to_string()).collect();
+    let cfg = write_config_with(dir.path(), &bootstrap, &t, free_port(), 100_000, 35_000, &slow);
+    let want = replay_finals(&cfg, data.path());
     assert!(want.len() > 20, "the archive should raise many alerts, got {}", want.len());
+    assert!(
+        want.values().any(|f| f.3.iter().any(|x| x == "recent_privilege_escalation")),
+        "escalations in the archive"
+    );
     hook.delay_ms.store(20, std::sync::atomic::Ordering::SeqCst);
     let mut first = start_run(&cfg, &dir.path().join("first.log"));
     eventually(90, "some alerts delivered and offsets committed", || async {
@@ -283,18 +393,16 @@ async fn sigkill_mid_stream_and_restart_still_delivers_every_alert() {
     .await;
     signal(&first, "-KILL");
     wait_exit(&mut first, 10);
-    let before = read_topic(&bootstrap, &t.alerts).len();
-    let committed_at_kill = committed(&bootstrap, &t.group, &t.logins);
-    let committed_before: i64 = committed_at_kill.iter().map(|x| x.1.max(0)).sum();
+    let committed_before: i64 = committed(&bootstrap, &t.group, &t.logins).iter().map(|x| x.1.max(0)).sum();
     let total: i64 = high_watermarks(&bootstrap, &t.logins).iter().map(|x| x.1).sum();
     assert!(committed_before < total, "the first run finished before the kill; nothing was mid-stream");
 
     hook.delay_ms.store(0, std::sync::atomic::Ordering::SeqCst);
     let port = free_port();
-    let cfg = write_config(dir.path(), &bootstrap, &t, port, 100_000, &slow);
+    let cfg = write_config_with(dir.path(), &bootstrap, &t, port, 100_000, 35_000, &slow);
     let mut second = start_run(&cfg, &dir.path().join("second.log"));
     let ends = high_watermarks(&bootstrap, &t.logins);
-    eventually(150, "the restarted run to commit every offset", || async {
+    eventually(180, "the restarted run to commit every offset", || async {
         committed(&bootstrap, &t.group, &t.logins) == ends
     })
     .await;
@@ -312,57 +420,137 @@ async fn sigkill_mid_stream_and_restart_still_delivers_every_alert() {
     );
     signal(&second, "-TERM");
     assert!(wait_exit(&mut second, 30).success());
+    let log = std::fs::read_to_string(dir.path().join("second.log")).unwrap_or_default();
+    assert_same_finals(&topic_finals(&bootstrap, &t.alerts), &want, &format!("alerts topic after a SIGKILL\n{log}"));
+    let witnessed = std::fs::read_to_string(&witness).unwrap();
+    assert_same_finals(&finals(witnessed.lines()), &want, "file sink after a SIGKILL");
+}
 
-    let got: std::collections::BTreeSet<String> = read_topic(&bootstrap, &t.alerts)
-        .iter()
-        .map(|r| String::from_utf8(r.key.clone().unwrap().into_bytes()).unwrap())
-        .collect();
-    let missing: Vec<&String> = want.difference(&got).collect();
-    if !missing.is_empty() {
-        // Each missing alert as replay wrote it and, for a grant, where its
-        // first record sits in the logins topic.
-        let logins_read = read_topic(&bootstrap, &t.logins);
-        eprintln!("DIAG committed at kill {committed_at_kill:?}; ends {ends:?}");
-        for a in &replayed {
-            let id = a["alert_id"].as_str().unwrap_or_default();
-            if !missing.iter().any(|m| m.as_str() == id) {
-                continue;
+/// One login partition lags far behind the others: its producer delivers
+/// days of grants only after the other partitions were read to their end (a
+/// forwarder that fell behind). The lagging grants are scored as of their
+/// own time (the escalation that happened after them, already read, does not
+/// count), they are counted as late, and once the lag is made up, every
+/// alert ends as replay's does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_lagging_behind_the_others_still_ends_as_replay_does() {
+    let bootstrap = broker();
+    let t = Topics::new();
+    topics_for(&bootstrap, &t).await;
+    let data = tempfile::tempdir().unwrap();
+    let (logins, others) = archive(data.path(), 6_000);
+    let others: Vec<&str> = others.iter().map(String::as_str).collect();
+    produce(&bootstrap, &t.audit, &others);
+    // The integration users' client-credentials records go to partition 2 of
+    // a separate copy; everything else to partitions 0 and 1 now.
+    let text = std::fs::read_to_string(&logins).unwrap();
+    let (lagging, prompt): (Vec<&str>, Vec<&str>) = text.lines().partition(|l| l.contains("\"UserId\":\"005Ix"));
+    assert!(lagging.len() > 50, "the archive has integration grants: {}", lagging.len());
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
+    let send = |lines: Vec<String>, partitions: &'static [i32]| {
+        let producer = producer.clone();
+        let topic = t.logins.clone();
+        async move {
+            for (i, l) in lines.iter().enumerate() {
+                let p = partitions[i % partitions.len()];
+                producer
+                    .send(FutureRecord::<(), str>::to(&topic).payload(l).partition(p), Duration::from_secs(10))
+                    .await
+                    .unwrap();
             }
-            let line = a.to_string();
-            eprintln!("missing: {}", &line[..line.len().min(400)]);
-            let (user, ip, first) = (a["user_id"].as_str(), a["source_ip"].as_str(), a["first_seen"].as_str());
-            let (Some(user), Some(ip), Some(first)) = (user, ip, first) else { continue };
-            if a["rule"] != "client_credentials_grant" {
-                continue;
-            }
-            let at = logins_read.iter().find(|r| {
-                let v = String::from_utf8_lossy(&r.value);
-                v.contains(user) && v.contains(ip) && v.contains(&first[..19])
-            });
-            eprintln!("DIAG missing {id} first {first} at {:?}", at.map(|r| (r.partition, r.offset)));
         }
-        let witnessed = std::fs::read_to_string(&witness).unwrap_or_default();
-        let in_file = missing.iter().filter(|m| witnessed.contains(m.as_str())).count();
-        let all = read_topic(&bootstrap, &t.alerts);
-        eprintln!(
-            "DIAG file sink: {} lines, {in_file} of the missing are in it; alerts topic: {} records, offsets {:?}..{:?}",
-            witnessed.lines().count(),
-            all.len(),
-            all.iter().map(|r| r.offset).min(),
-            all.iter().map(|r| r.offset).max()
-        );
-        std::thread::sleep(std::time::Duration::from_secs(3));
-        let again: std::collections::BTreeSet<String> = read_topic(&bootstrap, &t.alerts)
-            .iter()
-            .map(|r| String::from_utf8(r.key.clone().unwrap().into_bytes()).unwrap())
-            .collect();
-        eprintln!("DIAG reread: {} records; missing now {}", again.len(), want.difference(&again).count());
-        for f in ["first.log", "second.log"] {
-            eprintln!("== {f}\n{}", std::fs::read_to_string(dir.path().join(f)).unwrap_or_default());
-        }
+    };
+    send(prompt.iter().map(|s| s.to_string()).collect(), &[0, 1]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("alerts.jsonl");
+    let port = free_port();
+    let cfg = write_config(
+        dir.path(),
+        &bootstrap,
+        &t,
+        port,
+        0,
+        &format!("[[sinks]]\ntype = \"file\"\nname = \"f\"\npath = \"{}\"\n", file.display()),
+    );
+    let want = replay_finals(&cfg, data.path());
+    let mut run = start_run(&cfg, &dir.path().join("run.log"));
+    let first_ends = high_watermarks(&bootstrap, &t.logins);
+    eventually(120, "partitions 0 and 1 read and committed", || async {
+        committed(&bootstrap, &t.group, &t.logins).iter().filter(|c| c.0 < 2).eq(first_ends.iter().filter(|c| c.0 < 2))
+    })
+    .await;
+    // Days late: the lagging partition's grants arrive now, then the sentinel.
+    send(lagging.iter().map(|s| s.to_string()).collect(), &[2]).await;
+    to_partitions(&bootstrap, &t.logins, &[sentinel(0), sentinel(1), sentinel(2)]).await;
+    let ends = high_watermarks(&bootstrap, &t.logins);
+    eventually(120, "every offset committed", || async { committed(&bootstrap, &t.group, &t.logins) == ends }).await;
+    let m = get(&format!("http://127.0.0.1:{port}/metrics")).await.1;
+    assert!(metric(&m, "ccwatch_out_of_order_total") > 0.0, "the lagging records were late and counted as such");
+    signal(&run, "-TERM");
+    assert!(wait_exit(&mut run, 30).success());
+    let got = finals(std::fs::read_to_string(&file).unwrap().lines());
+    // Scores, severities and factors are replay's for every alert, the
+    // lagging partition's included: privileges are answered as of each
+    // grant's own time.
+    let scores = |f: &Final| f.iter().map(|(id, v)| (id.clone(), (v.0, v.1.clone(), v.3.clone()))).collect::<Vec<_>>();
+    assert_eq!(scores(&got), scores(&want), "scores differ from replay");
+    // Counts: every record counted once, in some alert line of its id.
+    let total = |f: &Final| f.values().map(|v| v.2).sum::<u64>();
+    assert_eq!(total(&got), total(&want), "grants counted once each");
+}
+
+/// Two instances share the group; the second joins mid-stream and takes
+/// partitions from the first (a rebalance). Between them they deliver every
+/// alert with replay's final state, and no record is processed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_between_two_instances_ends_as_replay_does() {
+    let bootstrap = broker();
+    let t = Topics::new();
+    topics_for(&bootstrap, &t).await;
+    let data = tempfile::tempdir().unwrap();
+    let (logins, others) = archive(data.path(), 30_000);
+    let others: Vec<&str> = others.iter().map(String::as_str).collect();
+    produce(&bootstrap, &t.audit, &others);
+    produce(&bootstrap, &t.logins, &[&logins]);
+    to_partitions(&bootstrap, &t.logins, &[sentinel(0), sentinel(1), sentinel(2)]).await;
+    let hook = Hook::default();
+    let hook_url = hook.start().await;
+    let slow = format!(
+        "[[sinks]]\ntype = \"webhook\"\nname = \"slow\"\nurl = \"{hook_url}\"\ntimeout_ms = 2000\nbackoff_ms = 50\n"
+    );
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (p1, p2) = (free_port(), free_port());
+    let cfg1 = write_config(d1.path(), &bootstrap, &t, p1, 100_000, &slow);
+    let cfg2 = write_config(d2.path(), &bootstrap, &t, p2, 100_000, &slow);
+    let want = replay_finals(&cfg1, data.path());
+    hook.delay_ms.store(5, std::sync::atomic::Ordering::SeqCst);
+    let mut a = start_run(&cfg1, &d1.path().join("a.log"));
+    eventually(90, "the first instance mid-stream", || async {
+        committed(&bootstrap, &t.group, &t.logins).iter().any(|x| x.1 > 0)
+    })
+    .await;
+    let mut b = start_run(&cfg2, &d2.path().join("b.log"));
+    eventually(60, "the second instance assigned partitions", || async {
+        let m = get(&format!("http://127.0.0.1:{p2}/metrics")).await.1;
+        metric(&m, r#"ccwatch_partition_assignment_changes_total{change="assigned"}"#) >= 1.0
+    })
+    .await;
+    hook.delay_ms.store(0, std::sync::atomic::Ordering::SeqCst);
+    let ends = high_watermarks(&bootstrap, &t.logins);
+    eventually(180, "every offset committed", || async { committed(&bootstrap, &t.group, &t.logins) == ends }).await;
+    let ma = get(&format!("http://127.0.0.1:{p1}/metrics")).await.1;
+    assert!(
+        metric(&ma, r#"ccwatch_partition_assignment_changes_total{change="revoked"}"#) >= 1.0,
+        "a rebalance happened"
+    );
+    for c in [&mut a, &mut b] {
+        signal(c, "-TERM");
+        assert!(wait_exit(c, 30).success());
     }
-    assert!(missing.is_empty(), "{} alerts lost across the crash: {missing:?}", missing.len());
-    assert!(read_topic(&bootstrap, &t.alerts).len() > before);
+    // Each instance writes the alerts of its own partitions' users; together,
+    // the last line per alert_id is replay's.
+    assert_same_finals(&topic_finals(&bootstrap, &t.alerts), &want, "two instances after a rebalance");
 }
 
 /// Tansu's in-memory engine, started here on its own port, is a real broker

@@ -512,3 +512,156 @@ fn sigterm_and_sigint_end_a_replay_cleanly() {
         assert!(stderr.contains("ccwatch replay summary:"), "{sig}: the summary is printed: {stderr}");
     }
 }
+
+/// `name=N` from a summary line, or 0.
+fn count(summary: &str, name: &str) -> u64 {
+    summary
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn mkfifo(path: &Path) {
+    let ok = Command::new("mkfifo").arg(path).status().unwrap().success();
+    assert!(ok, "mkfifo failed");
+}
+
+/// Waits for `child` to exit within `secs`; kills it and fails otherwise.
+fn exits_within(child: &mut std::process::Child, secs: u64) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("ccwatch did not exit within {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A FIFO inside a directory is set aside with its reason; the walk does not
+/// open it (which would wait for a writer forever).
+#[test]
+fn a_fifo_in_a_directory_is_skipped_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(root().join("samples/logins/login-events.jsonl"), dir.path().join("a.jsonl")).unwrap();
+    mkfifo(&dir.path().join("b.fifo"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ccwatch"))
+        .args(["replay", "--no-progress"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = exits_within(&mut child, 20);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(count(&stderr, "not_a_regular_file"), 1, "{stderr}");
+    assert!(count(&stderr, "login_event") > 0, "{stderr}");
+}
+
+/// SIGTERM ends a replay blocked on a FIFO that nobody writes: the summary is
+/// printed and the exit is 0, as for any interrupted replay.
+#[test]
+fn sigterm_ends_a_replay_blocked_on_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("in.fifo");
+    mkfifo(&fifo);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ccwatch"))
+        .args(["replay", "--no-progress"])
+        .arg(&fifo)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert!(child.try_wait().unwrap().is_none(), "still waiting for input");
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = exits_within(&mut child, 10);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("ccwatch replay summary"), "{stderr}");
+}
+
+/// A gzip file cut short keeps every complete record decompressed before the
+/// damage, and reports the damage once.
+#[test]
+fn a_truncated_gzip_keeps_every_complete_record_before_the_damage() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    // Enough records that the damage falls far past the first read.
+    let line = std::fs::read_to_string(root().join("samples/logins/login-events.jsonl")).unwrap();
+    let line = line.lines().find(|l| l.contains("OAuth Client Credentials")).unwrap().to_string();
+    let mut text = String::new();
+    for i in 0..20_000 {
+        text.push_str(&line.replace("\"EventIdentifier\":\"", &format!("\"EventIdentifier\":\"{i}-")));
+        text.push('\n');
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(text.as_bytes()).unwrap();
+    let full = gz.finish().unwrap();
+    let cut = &full[..full.len() * 3 / 4];
+    let path = dir.path().join("logins.jsonl.gz");
+    std::fs::write(&path, cut).unwrap();
+    // What can be recovered: every whole line before the decoder fails.
+    let mut got = Vec::new();
+    let mut d = flate2::read::MultiGzDecoder::new(cut);
+    let mut buf = [0u8; 8192];
+    loop {
+        match d.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let whole = got.iter().filter(|b| **b == b'\n').count() as u64;
+    assert!(whole > 1000, "the cut falls late in the file");
+    let out = ccwatch(&["replay", "--no-progress", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(count(&stderr, "login_event"), whole, "{stderr}");
+    assert_eq!(count(&stderr, "read_error"), 1, "{stderr}");
+}
+
+/// A JSON-lines file whose first two lines are damaged is still read as JSON
+/// lines: the two are rejected, the rest decode.
+#[test]
+fn jsonl_with_bad_first_lines_is_still_jsonl() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = root().join("samples/logins/login-events.jsonl");
+    let good = std::fs::read_to_string(&sample).unwrap();
+    let intact = ccwatch(&["replay", "--no-progress", sample.to_str().unwrap()]);
+    let intact = String::from_utf8_lossy(&intact.stderr);
+    let path = dir.path().join("damaged.jsonl");
+    std::fs::write(&path, format!("{{\"EventDate\": \"2024-07-09T1\n{{broken\n{good}")).unwrap();
+    let out = ccwatch(&["replay", "--no-progress", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(count(&stderr, "invalid_json"), count(&intact, "invalid_json") + 2, "{stderr}");
+    assert_eq!(count(&stderr, "login_event"), count(&intact, "login_event"), "{stderr}");
+    assert!(count(&stderr, "login_event") > 20);
+}
+
+/// ELF rows whose header was lost get their own reason, per row.
+#[test]
+fn a_csv_without_its_header_is_rejected_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let elf = std::fs::read_dir(root().join("samples/elf"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "csv"))
+        .unwrap();
+    let text = std::fs::read_to_string(&elf).unwrap();
+    let rows: Vec<&str> = text.lines().skip(1).filter(|l| !l.trim().is_empty()).collect();
+    let path = dir.path().join("rows.csv");
+    std::fs::write(&path, rows.join("\n") + "\n").unwrap();
+    let out = ccwatch(&["replay", "--no-progress", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(count(&stderr, "csv_without_header"), rows.len() as u64, "{stderr}");
+    assert_eq!(count(&stderr, "invalid_json"), 0, "{stderr}");
+}

@@ -164,8 +164,9 @@ struct Live {
     /// Whether the login consumer was ever assigned partitions.
     assigned: bool,
     outputs: Vec<Output>,
-    /// Late setup records already counted in the metric.
+    /// Late setup records and early closes already counted in the metrics.
     late_setup_seen: u64,
+    early_closes_seen: u64,
     report: RunReport,
     audit_topic: String,
     /// Login partitions rewound for warm-up → their committed offset: messages
@@ -533,6 +534,9 @@ impl Live {
         m.state_evictions.with_label_values(&["setup_records"]).set(stats.setup_evictions as i64);
         m.late_setup_records.inc_by(stats.late_setup_records - self.late_setup_seen);
         self.late_setup_seen = stats.late_setup_records;
+        let early = self.pipeline.early_closes();
+        m.alerts_closed_early.inc_by(early - self.early_closes_seen);
+        self.early_closes_seen = early;
         let w = c.watermark();
         if w != crate::event::EventTime::BEGINNING {
             m.event_time_watermark.set(w.0 / 1000);
@@ -634,7 +638,11 @@ pub async fn run_with(
 
     let mut pipeline = Pipeline::new(cfg);
     if !cfg.live.inventory.is_empty() {
-        let files = discover(&cfg.live.inventory)?;
+        let found = discover(&cfg.live.inventory)?;
+        for p in &found.skipped {
+            tracing::warn!(path = %p.display(), "Inventory directory entry is not a regular file; not read.");
+        }
+        let files = found.files;
         let cancel = Arc::new(AtomicBool::new(false));
         let (applied, _) =
             crate::app::load_inventory(&files, cfg, true, cancel, &mut pipeline, &mut InventorySide(&metrics));
@@ -674,6 +682,7 @@ pub async fn run_with(
         assigned: false,
         outputs: Vec::new(),
         late_setup_seen: 0,
+        early_closes_seen: 0,
         report: RunReport::default(),
     };
     (opts.on_start)(Started { metrics_addr });

@@ -228,8 +228,10 @@ pub fn load_inventory(
 
 /// Runs a replay to completion (or cancellation) and returns its summary.
 pub fn replay(opts: &ReplayOptions, cfg: &Config, cancel: Arc<AtomicBool>) -> anyhow::Result<Summary> {
-    let files = discover(&opts.paths)?;
-    let inventory = if opts.inventory.is_empty() { Vec::new() } else { discover(&opts.inventory)? };
+    let found = discover(&opts.paths)?;
+    let inventory = if opts.inventory.is_empty() { Default::default() } else { discover(&opts.inventory)? };
+    let skipped: Vec<PathBuf> = found.skipped.into_iter().chain(inventory.skipped).collect();
+    let (files, inventory) = (found.files, inventory.files);
     let out: Box<dyn Write + Send> = match &opts.output {
         Some(p) => Box::new(create(p, "output file")?),
         None => Box::new(BufWriter::with_capacity(1 << 16, std::io::stdout())),
@@ -251,6 +253,11 @@ pub fn replay(opts: &ReplayOptions, cfg: &Config, cancel: Arc<AtomicBool>) -> an
         rejects_error: None,
         bar,
     };
+    for p in &skipped {
+        let detail = "a FIFO, socket or device in a directory: not read (name it on the command line to read it)";
+        let r = Reject { reason: RejectReason::NotARegularFile, detail: detail.into(), index: None };
+        tally.reject(&p.display().to_string(), 0, r, None);
+    }
     let mut pipeline = Pipeline::new(cfg);
     let mut pending: Vec<Output> = Vec::new();
     // The inventory is the baseline: it is applied before any event.

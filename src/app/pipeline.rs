@@ -26,7 +26,7 @@ impl Pipeline {
         Pipeline {
             correlator: Correlator::new(cfg.correlation.clone()),
             scorer: Scorer::new(cfg.scoring.clone(), cfg.org_id),
-            aggregator: Aggregator::new(cfg.alerts.max_evidence),
+            aggregator: Aggregator::new(cfg.alerts.max_evidence, cfg.alerts.max_open, cfg.alerts.max_closed),
         }
     }
 
@@ -49,8 +49,8 @@ impl Pipeline {
                 }
                 enablement => Some(self.scorer.score(&enablement)),
             };
-            if let Some(e) = alert.and_then(|a| self.aggregator.observe(a)) {
-                out.push((e, true));
+            if let Some(a) = alert {
+                self.aggregator.observe(a, out);
             }
         }
         out.extend(self.aggregator.close_through(self.correlator.watermark()));
@@ -60,6 +60,11 @@ impl Pipeline {
     /// records before `--since` still build context.
     pub fn absorb(&mut self, ev: &NormalizedEvent) {
         let _ = self.correlator.observe_facts(ev);
+    }
+
+    /// Alerts closed before their time by `alerts.max_open`.
+    pub fn early_closes(&self) -> u64 {
+        self.aggregator.early_closes
     }
 
     /// Alert aggregates not yet closed.

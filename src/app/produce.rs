@@ -131,7 +131,11 @@ pub fn units(path: &Path) -> anyhow::Result<Vec<Unit>> {
 /// Every file's units; sorted by event time (stable; a unit with no time
 /// keeps the time of the unit before it) unless `keep_order`.
 pub fn collect(paths: &[PathBuf], keep_order: bool) -> anyhow::Result<Vec<Unit>> {
-    let files = crate::source::replay::discover(paths)?;
+    let found = crate::source::replay::discover(paths)?;
+    for p in &found.skipped {
+        tracing::warn!(path = %p.display(), "Not a regular file (FIFO, socket or device); not read.");
+    }
+    let files = found.files;
     let mut all = Vec::new();
     for f in &files {
         let mut prev = EventTime::BEGINNING;

@@ -94,6 +94,10 @@ pub struct RawKafka {
     /// so a restart or rebalance does not start from empty state. 0: off.
     #[serde(default)]
     pub warmup_messages: u64,
+    /// A login or audit partition with lag that delivers nothing for this
+    /// many seconds is reported stalled (log + `ccwatch_partition_stalled`).
+    #[serde(default = "default_stall_after_secs")]
+    pub stall_after_secs: u64,
     /// Other librdkafka properties, passed through verbatim (TLS, SASL…).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
@@ -116,6 +120,9 @@ fn default_offset_reset() -> String {
 }
 fn default_stats_ms() -> u32 {
     5000
+}
+fn default_stall_after_secs() -> u64 {
+    120
 }
 fn default_max_pending() -> usize {
     200_000
@@ -255,6 +262,8 @@ pub struct KafkaConfig {
     pub max_pending: usize,
     /// Messages re-read per login partition on assignment (see `RawKafka`).
     pub warmup_messages: i64,
+    /// A partition with lag and no progress for this long is reported stalled.
+    pub stall_after: std::time::Duration,
     /// Every librdkafka property to set on clients (bootstrap, TLS, SASL,
     /// statistics), secrets included; shown only through `Debug` redaction.
     pub client: Vec<(String, ClientValue)>,
@@ -409,6 +418,7 @@ fn kafka_config(k: &RawKafka, problems: &mut Vec<String>) -> KafkaConfig {
         dead_letter_topic: k.dead_letter_topic.clone(),
         max_pending: k.max_pending,
         warmup_messages: i64::try_from(k.warmup_messages).unwrap_or(i64::MAX),
+        stall_after: std::time::Duration::from_secs(k.stall_after_secs.max(1)),
         client,
         consumer,
         producer,
@@ -437,6 +447,7 @@ impl KafkaConfig {
             statistics_interval_ms,
             max_pending: default_max_pending(),
             warmup_messages: 0,
+            stall_after_secs: default_stall_after_secs(),
             properties: BTreeMap::new(),
             secret_properties: BTreeMap::new(),
             consumer_properties: BTreeMap::new(),

@@ -131,11 +131,16 @@ impl Default for RawCorrelation {
 pub struct AlertConfig {
     /// Event ids kept per alert.
     pub max_evidence: usize,
+    /// Alerts held open at once; past it the oldest is closed early (its
+    /// final line written, counted as an early close).
+    pub max_open: usize,
+    /// Closed alerts remembered so a late record continues the count.
+    pub max_closed: usize,
 }
 
 impl Default for AlertConfig {
     fn default() -> Self {
-        AlertConfig { max_evidence: 20 }
+        AlertConfig { max_evidence: 20, max_open: 50_000, max_closed: 50_000 }
     }
 }
 
@@ -324,6 +329,9 @@ impl Config {
         }
         if raw.alerts.max_evidence > 10_000 {
             problems.push("alerts.max_evidence must be at most 10000".into());
+        }
+        if raw.alerts.max_open == 0 || raw.alerts.max_closed == 0 {
+            problems.push("alerts.max_open and alerts.max_closed must be positive".into());
         }
         let mut ranges = AllowedRanges::default();
         for (i, r) in raw.ip_ranges.iter().enumerate() {

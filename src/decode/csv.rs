@@ -15,6 +15,16 @@ pub struct CsvHeader {
     names: Vec<String>,
 }
 
+/// Fields in one CSV line (0 when it does not parse as CSV).
+pub fn field_count(line: &[u8]) -> usize {
+    let mut rdr = csv::ReaderBuilder::new().has_headers(false).from_reader(line);
+    let mut rec = csv::ByteRecord::new();
+    match rdr.read_byte_record(&mut rec) {
+        Ok(true) => rec.len(),
+        _ => 0,
+    }
+}
+
 impl CsvHeader {
     /// Parses the header line; a leading UTF-8 byte-order mark is dropped.
     pub fn parse(line: &[u8]) -> Result<CsvHeader, String> {

@@ -38,6 +38,11 @@ pub enum RejectReason {
     UnsupportedType,
     RecordTooLarge,
     ReadError,
+    /// A CSV file whose first row is not a Salesforce header: its columns
+    /// cannot be named.
+    CsvWithoutHeader,
+    /// A FIFO, socket or device met while walking a directory: not read.
+    NotARegularFile,
 }
 
 impl RejectReason {
@@ -52,6 +57,8 @@ impl RejectReason {
             RejectReason::UnsupportedType => "unsupported_type",
             RejectReason::RecordTooLarge => "record_too_large",
             RejectReason::ReadError => "read_error",
+            RejectReason::CsvWithoutHeader => "csv_without_header",
+            RejectReason::NotARegularFile => "not_a_regular_file",
         }
     }
 }

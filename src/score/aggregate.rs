@@ -4,12 +4,20 @@
 //! rises. It closes when event time passes the end of its UTC day plus a grace
 //! hour, or at end of input; the close emits a final line if anything changed
 //! since the last one, so the last line per id always carries the final count.
-//! Closed ids are remembered for two more days so a late record continues the
-//! count instead of restarting it. Event time only: never the wall clock.
+//! Event time only: never the wall clock.
+//!
+//! Memory is bounded. At most `max_open` alerts are open: past it the one
+//! that would close first is closed early (its final line written, counted in
+//! `early_closes`). The last `max_closed` closed alerts are remembered (least
+//! recently closed forgotten first), so a late record, however late in event
+//! time, continues its alert's count and writes a line with it instead of
+//! starting again at 1.
 
-use crate::event::time::{MS_PER_DAY, MS_PER_HOUR};
+use crate::event::time::MS_PER_HOUR;
 use crate::event::{Alert, Emit, EmitKind, EventTime};
-use std::collections::HashMap;
+use lru::LruCache;
+use std::collections::{BTreeSet, HashMap};
+use std::num::NonZeroUsize;
 
 struct Open {
     alert: Alert,
@@ -20,46 +28,65 @@ struct Open {
 
 pub struct Aggregator {
     max_evidence: usize,
+    max_open: usize,
     open: HashMap<String, Open>,
-    /// Closed aggregates, kept until `forget_at` so late records continue them.
-    closed: HashMap<String, (Alert, EventTime)>,
-    next_close: EventTime,
+    /// Open aggregates by when they close, then id: the next to close first.
+    by_close: BTreeSet<(EventTime, String)>,
+    /// Closed aggregates, so late records continue them.
+    closed: LruCache<String, Alert>,
+    /// Alerts closed before their time because `max_open` was reached.
+    pub early_closes: u64,
 }
 
 const GRACE_MS: i64 = MS_PER_HOUR;
-const REMEMBER_MS: i64 = 2 * MS_PER_DAY;
 
 impl Aggregator {
-    pub fn new(max_evidence: usize) -> Aggregator {
-        Aggregator { max_evidence, open: HashMap::new(), closed: HashMap::new(), next_close: EventTime(i64::MAX) }
+    pub fn new(max_evidence: usize, max_open: usize, max_closed: usize) -> Aggregator {
+        Aggregator {
+            max_evidence,
+            max_open: max_open.max(1),
+            open: HashMap::new(),
+            by_close: BTreeSet::new(),
+            closed: LruCache::new(NonZeroUsize::new(max_closed).unwrap_or(NonZeroUsize::MIN)),
+            early_closes: 0,
+        }
     }
 
     pub fn open_count(&self) -> usize {
         self.open.len()
     }
 
-    pub fn observe(&mut self, mut cand: Alert) -> Option<Emit> {
+    /// Folds one alert in; appends the lines to write (the alert's own, and
+    /// an early close when the bound pushes the oldest open alert out).
+    pub fn observe(&mut self, mut cand: Alert, out: &mut Vec<(Emit, bool)>) {
         cand.evidence.truncate(self.max_evidence);
         let Some(open) = self.open.get_mut(&cand.alert_id) else {
             let close_at = cand.first_time.next_day_start().plus(GRACE_MS);
-            let (alert, kind) = match self.closed.remove(&cand.alert_id) {
-                Some((prev, _)) => {
+            let (alert, kind) = match self.closed.pop(&cand.alert_id) {
+                Some(prev) => {
                     let mut merged = prev;
                     let rose = merge(&mut merged, cand, self.max_evidence);
                     (merged, if rose { EmitKind::ScoreRose } else { EmitKind::Raised })
                 }
                 None => (cand, EmitKind::Raised),
             };
-            self.next_close = self.next_close.min(close_at);
+            if self.open.len() >= self.max_open {
+                if let Some((_, oldest)) = self.by_close.first().cloned() {
+                    self.early_closes += 1;
+                    out.extend(self.close(&oldest));
+                }
+            }
+            self.by_close.insert((close_at, alert.alert_id.clone()));
             self.open.insert(alert.alert_id.clone(), Open { alert: alert.clone(), dirty: false, close_at });
-            return Some(Emit { kind, alert });
+            out.push((Emit { kind, alert }, true));
+            return;
         };
         if merge(&mut open.alert, cand, self.max_evidence) {
             open.dirty = false;
-            return Some(Emit { kind: EmitKind::ScoreRose, alert: open.alert.clone() });
+            out.push((Emit { kind: EmitKind::ScoreRose, alert: open.alert.clone() }, true));
+            return;
         }
         open.dirty = true;
-        None
     }
 
     /// Folds one more grant into its open aggregate without an alert being
@@ -80,15 +107,13 @@ impl Aggregator {
     /// Closes aggregates whose day (plus grace) ended before `watermark`.
     /// Returns every closed aggregate; `Emit::alert` is final.
     pub fn close_through(&mut self, watermark: EventTime) -> Vec<(Emit, bool)> {
-        if watermark < self.next_close {
-            return Vec::new();
+        let mut out = Vec::new();
+        while let Some((at, id)) = self.by_close.first().cloned() {
+            if at > watermark {
+                break;
+            }
+            out.extend(self.close(&id));
         }
-        let mut ids: Vec<String> =
-            self.open.iter().filter(|(_, o)| o.close_at <= watermark).map(|(k, _)| k.clone()).collect();
-        ids.sort();
-        let out = ids.into_iter().filter_map(|id| self.close(&id)).collect();
-        self.next_close = self.open.values().map(|o| o.close_at).min().unwrap_or(EventTime(i64::MAX));
-        self.closed.retain(|_, (_, forget_at)| *forget_at > watermark);
         out
     }
 
@@ -97,15 +122,14 @@ impl Aggregator {
         let mut ids: Vec<(EventTime, String)> =
             self.open.iter().map(|(k, o)| (o.alert.first_time, k.clone())).collect();
         ids.sort();
-        let out = ids.into_iter().filter_map(|(_, id)| self.close(&id)).collect();
-        self.next_close = EventTime(i64::MAX);
-        out
+        ids.into_iter().filter_map(|(_, id)| self.close(&id)).collect()
     }
 
     /// Returns the final alert and whether a line must be written for it.
     fn close(&mut self, id: &str) -> Option<(Emit, bool)> {
         let o = self.open.remove(id)?;
-        self.closed.insert(id.to_string(), (o.alert.clone(), o.close_at.plus(REMEMBER_MS)));
+        self.by_close.remove(&(o.close_at, id.to_string()));
+        self.closed.put(id.to_string(), o.alert.clone());
         Some((Emit { kind: EmitKind::Closed, alert: o.alert }, o.dirty))
     }
 }
@@ -159,7 +183,16 @@ fn merge(agg: &mut Alert, cand: Alert, max_evidence: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::time::MS_PER_DAY;
     use crate::event::{Rule, Severity};
+
+    /// `observe`, returning the alert's own line (not early closes).
+    fn seen(agg: &mut Aggregator, a: Alert) -> Option<Emit> {
+        let mut out = Vec::new();
+        let id = a.alert_id.clone();
+        agg.observe(a, &mut out);
+        out.into_iter().map(|(e, _)| e).find(|e| e.alert.alert_id == id && e.kind != EmitKind::Closed)
+    }
 
     fn alert(id: &str, t: i64, score: f64, ev: &str) -> Alert {
         Alert {
@@ -187,14 +220,14 @@ mod tests {
 
     #[test]
     fn raises_then_counts_then_rises_then_closes() {
-        let mut agg = Aggregator::new(2);
-        let e = agg.observe(alert("a", 1000, 7.0, "e1")).unwrap();
+        let mut agg = Aggregator::new(2, 100, 100);
+        let e = seen(&mut agg, alert("a", 1000, 7.0, "e1")).unwrap();
         assert_eq!((e.kind, e.alert.count), (EmitKind::Raised, 1));
-        assert!(agg.observe(alert("a", 2000, 7.0, "e2")).is_none());
-        let e = agg.observe(alert("a", 3000, 8.0, "e3")).unwrap();
+        assert!(seen(&mut agg, alert("a", 2000, 7.0, "e2")).is_none());
+        let e = seen(&mut agg, alert("a", 3000, 8.0, "e3")).unwrap();
         assert_eq!((e.kind, e.alert.count, e.alert.score), (EmitKind::ScoreRose, 3, 8.0));
         assert_eq!(e.alert.evidence, vec!["e1", "e2"], "evidence is bounded");
-        assert!(agg.observe(alert("a", 4000, 7.5, "e4")).is_none());
+        assert!(seen(&mut agg, alert("a", 4000, 7.5, "e4")).is_none());
         let closed = agg.finish();
         assert_eq!(closed.len(), 1);
         let (e, write) = &closed[0];
@@ -205,12 +238,12 @@ mod tests {
     #[test]
     fn folding_a_repeat_equals_observing_it_and_declines_what_it_cannot_fold() {
         let steps = [(500, 7.0, "e0"), (2000, 7.0, "e2"), (2000, 6.5, "e2"), (3000, 7.0, "e3"), (4000, 7.0, "e4")];
-        let (mut by_alert, mut by_fold) = (Aggregator::new(3), Aggregator::new(3));
-        by_alert.observe(alert("a", 1000, 7.0, "e1"));
+        let (mut by_alert, mut by_fold) = (Aggregator::new(3, 100, 100), Aggregator::new(3, 100, 100));
+        seen(&mut by_alert, alert("a", 1000, 7.0, "e1"));
         assert!(!by_fold.fold_repeat("a", 7.0, EventTime(1000), Some("e1")), "nothing open to fold into");
-        by_fold.observe(alert("a", 1000, 7.0, "e1"));
+        seen(&mut by_fold, alert("a", 1000, 7.0, "e1"));
         for (t, score, ev) in steps {
-            assert!(by_alert.observe(alert("a", t, score, ev)).is_none());
+            assert!(seen(&mut by_alert, alert("a", t, score, ev)).is_none());
             assert!(by_fold.fold_repeat("a", score, EventTime(t), Some(ev)));
         }
         assert!(!by_fold.fold_repeat("a", 7.5, EventTime(5000), None), "a rising score needs the full alert");
@@ -223,23 +256,51 @@ mod tests {
 
     #[test]
     fn unchanged_aggregate_closes_without_a_line() {
-        let mut agg = Aggregator::new(5);
-        agg.observe(alert("a", 1000, 7.0, "e1"));
+        let mut agg = Aggregator::new(5, 100, 100);
+        seen(&mut agg, alert("a", 1000, 7.0, "e1"));
         let closed = agg.finish();
         assert!(!closed[0].1);
     }
 
     #[test]
     fn closes_by_event_time_and_continues_late_records() {
-        let mut agg = Aggregator::new(5);
-        agg.observe(alert("a", 1000, 7.0, "e1"));
-        agg.observe(alert("a", 2000, 7.0, "e2"));
+        let mut agg = Aggregator::new(5, 100, 100);
+        seen(&mut agg, alert("a", 1000, 7.0, "e1"));
+        seen(&mut agg, alert("a", 2000, 7.0, "e2"));
         assert!(agg.close_through(EventTime(MS_PER_DAY)).is_empty(), "grace hour not over");
         let closed = agg.close_through(EventTime(MS_PER_DAY + GRACE_MS));
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].0.alert.count, 2);
         assert_eq!(agg.open_count(), 0);
-        let late = agg.observe(alert("a", 3000, 7.0, "e3")).unwrap();
+        let late = seen(&mut agg, alert("a", 3000, 7.0, "e3")).unwrap();
         assert_eq!(late.alert.count, 3, "a late record continues the closed count");
+    }
+
+    #[test]
+    fn past_max_open_the_first_to_close_is_closed_early_with_its_count() {
+        let mut agg = Aggregator::new(5, 2, 100);
+        let mut out = Vec::new();
+        agg.observe(alert("day2", MS_PER_DAY + 10, 7.0, "e1"), &mut out);
+        agg.observe(alert("day1", 10, 7.0, "e2"), &mut out);
+        agg.observe(alert("day1", 20, 7.0, "e3"), &mut out);
+        out.clear();
+        agg.observe(alert("day3", 2 * MS_PER_DAY + 10, 7.0, "e4"), &mut out);
+        let closed: Vec<_> = out.iter().filter(|(e, _)| e.kind == EmitKind::Closed).collect();
+        assert_eq!(closed.len(), 1);
+        let (e, write) = closed[0];
+        assert_eq!((e.alert.alert_id.as_str(), e.alert.count, *write), ("day1", 2, true), "its final line, written");
+        assert_eq!((agg.early_closes, agg.open_count()), (1, 2));
+        // A late record still continues it.
+        let late = seen(&mut agg, alert("day1", 30, 7.0, "e5")).unwrap();
+        assert_eq!(late.alert.count, 3);
+    }
+
+    #[test]
+    fn a_record_days_late_continues_its_closed_alert() {
+        let mut agg = Aggregator::new(5, 100, 100);
+        seen(&mut agg, alert("a", 1000, 7.0, "e1"));
+        assert_eq!(agg.close_through(EventTime(30 * MS_PER_DAY)).len(), 1);
+        let late = seen(&mut agg, alert("a", 2000, 7.0, "e2")).unwrap();
+        assert_eq!(late.alert.count, 2, "remembered by count, not by time");
     }
 }

@@ -24,6 +24,7 @@
 //! instead of rdkafka's default: start offsets must be set before `assign`.
 
 use crate::config::live::KafkaConfig;
+use crate::telemetry::events::{InternalEvent, PartitionStalled};
 use crate::telemetry::Metrics;
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -35,7 +36,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A partition assignment change, handed from librdkafka's thread to the run loop.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +68,55 @@ pub struct Context {
     /// Set when `assignments` has something: checked after every message
     /// without taking the lock.
     pending: AtomicBool,
+    /// Per-partition progress, for stall detection.
+    stalls: Mutex<Stalls>,
+}
+
+/// A partition's lag: its end (`ls_offset` under read_committed, else the
+/// high watermark) minus the consumer's position. The position is the next
+/// offset the application will read, else the committed offset, else the
+/// low watermark, so a partition with nothing consumed and nothing committed
+/// still counts its whole content. `None` while the end is unknown.
+pub fn partition_lag(p: &rdkafka::statistics::Partition) -> Option<i64> {
+    let end = if p.ls_offset >= 0 { p.ls_offset } else { p.hi_offset };
+    if end < 0 {
+        return None;
+    }
+    let position = [p.app_offset, p.committed_offset, p.lo_offset].into_iter().find(|o| *o >= 0).unwrap_or(0);
+    Some((end - position).max(0))
+}
+
+/// Which partitions have lag but no progress for `after`.
+#[derive(Debug)]
+pub struct Stalls {
+    after: Duration,
+    /// (topic, partition) → (position last seen, when it last moved, stalled).
+    seen: HashMap<(String, i32), (i64, Instant, bool)>,
+}
+
+impl Stalls {
+    pub fn new(after: Duration) -> Stalls {
+        Stalls { after, seen: HashMap::new() }
+    }
+
+    /// One statistics sample; `Some(stalled)` when the partition's state changed.
+    pub fn observe(&mut self, topic: &str, partition: i32, position: i64, lag: i64, now: Instant) -> Option<bool> {
+        let e = self.seen.entry((topic.to_string(), partition)).or_insert((position, now, false));
+        if position != e.0 || lag == 0 {
+            e.0 = position;
+            e.1 = now;
+        }
+        let stalled = lag > 0 && now.duration_since(e.1) >= self.after;
+        (stalled != e.2).then(|| {
+            e.2 = stalled;
+            stalled
+        })
+    }
+
+    /// How long the partition has made no progress.
+    pub fn idle_for(&self, topic: &str, partition: i32, now: Instant) -> Duration {
+        self.seen.get(&(topic.to_string(), partition)).map_or(Duration::ZERO, |e| now.duration_since(e.1))
+    }
 }
 
 impl Context {
@@ -77,6 +127,7 @@ impl Context {
             warmup: 0,
             assignments: Mutex::new(Vec::new()),
             pending: AtomicBool::new(false),
+            stalls: Mutex::new(Stalls::new(Duration::from_secs(120))),
         }
     }
 
@@ -129,10 +180,21 @@ impl ClientContext for Context {
     }
 
     fn stats(&self, stats: Statistics) {
+        let now = Instant::now();
+        let mut stalls = self.stalls.lock().unwrap_or_else(|e| e.into_inner());
         for (name, topic) in &stats.topics {
             for (id, p) in &topic.partitions {
-                if *id >= 0 && p.consumer_lag >= 0 {
-                    self.metrics.consumer_lag.with_label_values(&[name.as_str(), &id.to_string()]).set(p.consumer_lag);
+                // -1 is librdkafka's internal unassigned partition; `desired`
+                // marks the partitions in this consumer's assignment.
+                if *id < 0 || !p.desired {
+                    continue;
+                }
+                let Some(lag) = partition_lag(p) else { continue };
+                self.metrics.consumer_lag.with_label_values(&[name.as_str(), &id.to_string()]).set(lag);
+                let position = [p.app_offset, p.committed_offset, p.lo_offset].into_iter().find(|o| *o >= 0);
+                if let Some(stalled) = stalls.observe(name, *id, position.unwrap_or(0), lag, now) {
+                    let for_secs = stalls.idle_for(name, *id, now).as_secs();
+                    PartitionStalled { topic: name, partition: *id, lag, stalled, for_secs }.emit(&self.metrics);
                 }
             }
         }
@@ -273,7 +335,11 @@ pub fn login_consumer(k: &KafkaConfig, metrics: Arc<Metrics>) -> KafkaResult<Liv
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", &k.auto_offset_reset)
-        .create_with_context(Context { warmup: k.warmup_messages, ..Context::new(metrics, &k.login_topic) })?;
+        .create_with_context(Context {
+            warmup: k.warmup_messages,
+            stalls: Mutex::new(Stalls::new(k.stall_after)),
+            ..Context::new(metrics, &k.login_topic)
+        })?;
     consumer.subscribe(&[k.login_topic.as_str()])?;
     Ok(consumer)
 }
@@ -285,7 +351,10 @@ pub fn audit_consumer(k: &KafkaConfig, topic: &str, metrics: Arc<Metrics>) -> an
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
-        .create_with_context(Context::new(metrics.clone(), topic))?;
+        .create_with_context(Context {
+            stalls: Mutex::new(Stalls::new(k.stall_after)),
+            ..Context::new(metrics.clone(), topic)
+        })?;
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(|e| anyhow::anyhow!("cannot read metadata of audit topic {topic}: {e}"))?;
@@ -389,5 +458,41 @@ mod tests {
             consumer_config(&KafkaConfig::plaintext("b:1", "g", "l", None, None, 0)).get("fetch.wait.max.ms"),
             Some("10")
         );
+    }
+
+    fn partition(hi: i64, app: i64, committed: i64, lo: i64) -> rdkafka::statistics::Partition {
+        let mut p: rdkafka::statistics::Partition = serde_json::from_value(serde_json::json!({
+            "partition": 0, "broker": 1, "leader": 1, "desired": true, "unknown": false, "msgq_cnt": 0,
+            "msgq_bytes": 0, "xmit_msgq_cnt": 0, "xmit_msgq_bytes": 0, "fetchq_cnt": 0, "fetchq_size": 0,
+            "fetch_state": "active", "query_offset": 0, "next_offset": 0, "app_offset": -1, "stored_offset": -1,
+            "committed_offset": -1, "eof_offset": -1, "lo_offset": -1, "hi_offset": -1, "ls_offset": -1,
+            "consumer_lag": -1, "consumer_lag_stored": -1, "txmsgs": 0, "txbytes": 0, "rxmsgs": 0, "rxbytes": 0,
+            "msgs": 0, "rx_ver_drops": 0, "msgs_inflight": 0, "next_ack_seq": 0, "next_err_seq": 0, "acked_msgid": 0
+        }))
+        .unwrap();
+        (p.hi_offset, p.app_offset, p.committed_offset, p.lo_offset) = (hi, app, committed, lo);
+        p
+    }
+
+    #[test]
+    fn every_assigned_partition_has_a_lag() {
+        assert_eq!(partition_lag(&partition(20_642, -1, -1, 0)), Some(20_642), "nothing consumed or committed");
+        assert_eq!(partition_lag(&partition(100, -1, 40, 0)), Some(60), "from the committed offset");
+        assert_eq!(partition_lag(&partition(100, 90, 40, 0)), Some(10), "from the position");
+        assert_eq!(partition_lag(&partition(100, -1, -1, 30)), Some(70), "retention moved the start");
+        assert_eq!(partition_lag(&partition(-1, -1, -1, -1)), None);
+    }
+
+    #[test]
+    fn a_partition_with_lag_and_no_progress_is_stalled() {
+        let mut s = Stalls::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(s.observe("l", 0, 5, 100, t0), None);
+        assert_eq!(s.observe("l", 0, 5, 100, t0 + Duration::from_secs(9)), None);
+        assert_eq!(s.observe("l", 0, 5, 100, t0 + Duration::from_secs(10)), Some(true));
+        assert_eq!(s.observe("l", 0, 5, 100, t0 + Duration::from_secs(11)), None, "reported once");
+        assert_eq!(s.observe("l", 0, 6, 99, t0 + Duration::from_secs(12)), Some(false), "moving again");
+        assert_eq!(s.observe("l", 1, 7, 0, t0), None);
+        assert_eq!(s.observe("l", 1, 7, 0, t0 + Duration::from_secs(60)), None, "no lag: idle, not stalled");
     }
 }

@@ -18,6 +18,13 @@
 //! chunk order, so output does not depend on thread timing. Plain files are
 //! memory-mapped in 8 MiB segments and chunked without a copy; gzip and
 //! anything that is not a regular file (pipes, FIFOs) go through a buffer.
+//!
+//! A directory walk reads regular files only: FIFOs, sockets and devices in
+//! it are set aside as `not_a_regular_file` (opening a FIFO nobody writes
+//! blocks forever). A FIFO or `/dev/stdin` named on the command line is read,
+//! on a thread of its own, so cancellation (SIGINT/SIGTERM) ends a replay
+//! blocked on it. A read error (a truncated gzip member) keeps every complete
+//! record read before it and reports the rest as `read_error`.
 
 use crate::decode::csv::CsvHeader;
 use crate::decode::{self, Decoded, Reject, RejectReason};
@@ -46,11 +53,20 @@ pub enum SourceError {
 /// Longest JSONL line or CSV row accepted before it is set aside.
 const MAX_LINE_BYTES: usize = 16 << 20;
 
+/// What `discover` found.
+#[derive(Debug, Default)]
+pub struct Inputs {
+    /// Files to read: regular files, and whatever was named explicitly.
+    pub files: Vec<PathBuf>,
+    /// FIFOs, sockets and devices met in a directory walk: not read.
+    pub skipped: Vec<PathBuf>,
+}
+
 /// Lists input files: files as given, directories walked recursively in
-/// name order (hidden entries skipped). Every file is opened once to fail
-/// early with a clear error.
-pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, SourceError> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SourceError> {
+/// name order (hidden entries skipped). Every regular file is opened once to
+/// fail early with a clear error.
+pub fn discover(paths: &[PathBuf]) -> Result<Inputs, SourceError> {
+    fn walk(dir: &Path, out: &mut Inputs) -> Result<(), SourceError> {
         let unreadable = |error| SourceError::Unreadable { path: dir.display().to_string(), error };
         let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(unreadable)?
@@ -59,32 +75,110 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, SourceError> {
             .collect();
         entries.sort();
         for p in entries {
-            if p.is_dir() {
-                walk(&p, out)?;
-            } else {
-                out.push(p);
+            match std::fs::metadata(&p) {
+                Ok(m) if m.is_dir() => walk(&p, out)?,
+                Ok(m) if m.is_file() => out.files.push(p),
+                Ok(_) => out.skipped.push(p),
+                // A dangling link or a race: opened below, which names the error.
+                Err(_) => out.files.push(p),
             }
         }
         Ok(())
     }
-    let mut files = Vec::new();
+    let mut found = Inputs::default();
     for p in paths {
         let meta =
             std::fs::metadata(p).map_err(|error| SourceError::Unreadable { path: p.display().to_string(), error })?;
         if meta.is_dir() {
-            walk(p, &mut files)?;
+            walk(p, &mut found)?;
         } else {
-            files.push(p.clone());
+            found.files.push(p.clone());
         }
     }
-    for f in &files {
-        File::open(f).map_err(|error| SourceError::Unreadable { path: f.display().to_string(), error })?;
+    for f in &found.files {
+        // Opening a FIFO waits for a writer: only regular files are tried here.
+        if std::fs::metadata(f).map_or(true, |m| m.is_file()) {
+            File::open(f).map_err(|error| SourceError::Unreadable { path: f.display().to_string(), error })?;
+        }
     }
-    if files.is_empty() {
+    if found.files.is_empty() && found.skipped.is_empty() {
         let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         return Err(SourceError::NoFiles { paths: list.join(", ") });
     }
-    Ok(files)
+    Ok(found)
+}
+
+/// Reads a FIFO, pipe or device on a thread of its own, so the caller can
+/// give up when `cancel` is set even while no byte arrives: its `read`
+/// returns end-of-file then. The thread (blocked in the kernel) ends with the
+/// process.
+struct Cancellable {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    cancel: Arc<AtomicBool>,
+    /// Bytes received and not yet read.
+    head: Vec<u8>,
+    done: bool,
+}
+
+impl Cancellable {
+    fn open(path: PathBuf, cancel: Arc<AtomicBool>) -> Cancellable {
+        let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
+        let spawned = std::thread::Builder::new().name("ccwatch-pipe".into()).spawn(move || {
+            let mut f = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            loop {
+                let mut buf = vec![0u8; 256 << 10];
+                match f.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if tx.send(Ok(buf)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        let (rx, done) = match spawned {
+            Ok(_) => (rx, false),
+            Err(_) => (mpsc::sync_channel(1).1, true),
+        };
+        Cancellable { rx, cancel, head: Vec::new(), done }
+    }
+}
+
+impl Read for Cancellable {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.head.is_empty() && !self.done {
+            if self.cancel.load(Ordering::Relaxed) {
+                self.done = true;
+                break;
+            }
+            match self.rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                Ok(Ok(b)) => self.head = b,
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => self.done = true,
+            }
+        }
+        let n = out.len().min(self.head.len());
+        out[..n].copy_from_slice(&self.head[..n]);
+        self.head.drain(..n);
+        Ok(n)
+    }
 }
 
 /// Receives everything a source learns besides events, in deterministic order.
@@ -158,6 +252,32 @@ fn decode_jsonl(bytes: &[u8]) -> ChunkOut {
     out
 }
 
+/// Rows of a CSV file without a header: each non-blank line is rejected.
+fn decode_headerless(bytes: &[u8]) -> ChunkOut {
+    let mut out = ChunkOut::default();
+    let mut line = 0u32;
+    let mut start = 0usize;
+    let unterminated = bytes.last().is_some_and(|&b| b != b'\n');
+    for end in memchr::memchr_iter(b'\n', bytes).chain(unterminated.then_some(bytes.len())) {
+        line += 1;
+        let seg = &bytes[start..end];
+        start = end + 1;
+        if seg.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        let r = Reject {
+            reason: RejectReason::CsvWithoutHeader,
+            detail: "CSV row in a file whose first row is not a Salesforce header (EVENT_TYPE, TIMESTAMP, Id…): \
+                     its columns cannot be named"
+                .into(),
+            index: None,
+        };
+        out.rejects.push((line, r, Some(excerpt(seg))));
+    }
+    out.lines = u64::from(line) - u64::from(unterminated);
+    out
+}
+
 /// The first 160 characters of a rejected line, lossily decoded, for analysts.
 fn excerpt(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(640)]);
@@ -195,6 +315,9 @@ enum FileFormat {
     Jsonl,
     Csv(Arc<CsvHeader>),
     Document,
+    /// Comma-separated rows with no Salesforce header: every row is set
+    /// aside as `csv_without_header`.
+    HeaderlessCsv,
 }
 
 /// What the reader hands out next.
@@ -227,16 +350,19 @@ struct ChunkReader {
     eof: bool,
     chunk_size: usize,
     skipping: bool,
+    /// A read error met while filling: the bytes before it are still handed
+    /// out (complete records decode), then it is reported.
+    error: Option<io::Error>,
 }
 
 impl ChunkReader {
     fn stream(r: Box<dyn Read + Send>, chunk_size: usize) -> Self {
-        ChunkReader { src: Src::Stream { r, buf: Vec::new() }, eof: false, chunk_size, skipping: false }
+        ChunkReader { src: Src::Stream { r, buf: Vec::new() }, eof: false, chunk_size, skipping: false, error: None }
     }
 
     fn mapped(file: File, len: u64, chunk_size: usize) -> Self {
         let src = Src::Mapped { file, len, seg: Bytes::new(), seg_off: 0, start: 0, end: 0 };
-        ChunkReader { src, eof: false, chunk_size, skipping: false }
+        ChunkReader { src, eof: false, chunk_size, skipping: false, error: None }
     }
 
     /// The bytes read and not yet handed out.
@@ -253,10 +379,15 @@ impl ChunkReader {
             Src::Stream { r, buf } => {
                 while !self.eof && buf.len() < want {
                     let grow = (want - buf.len()).max(64 << 10);
-                    // `read_to_end` on a `Take` reads into spare capacity without zeroing it.
-                    let n = r.take(grow as u64).read_to_end(buf)?;
-                    if n < grow {
-                        self.eof = true;
+                    // `read_to_end` on a `Take` reads into spare capacity
+                    // without zeroing it, and keeps what it read before an error.
+                    match r.take(grow as u64).read_to_end(buf) {
+                        Ok(n) if n < grow => self.eof = true,
+                        Ok(_) => {}
+                        Err(e) => {
+                            self.eof = true;
+                            self.error = Some(e);
+                        }
                     }
                 }
             }
@@ -378,10 +509,16 @@ impl ChunkReader {
                 continue;
             }
             if self.buf().is_empty() {
-                return None;
+                return self.error.take().map(|e| Piece::Failed(e.to_string()));
             }
             if let Some(end) = self.cut(csv) {
                 return Some(Piece::Chunk { bytes: self.take(end) });
+            }
+            if let Some(e) = self.error.take() {
+                // The damaged tail: an incomplete record cut off by the error.
+                let n = self.buf().len();
+                self.clear();
+                return Some(Piece::Failed(format!("{e}; an incomplete last record ({n} bytes) was dropped")));
             }
             if self.eof {
                 return Some(Piece::Chunk { bytes: self.take_all() });
@@ -441,6 +578,7 @@ struct FileStream {
     chunk_size: usize,
     /// Map plain files (see `Src::Mapped`) rather than read them.
     map: bool,
+    cancel: Arc<AtomicBool>,
 }
 
 impl FileStream {
@@ -449,20 +587,43 @@ impl FileStream {
         let reject = |side: &mut dyn Side, reason, detail: String| {
             side.reject(&self.path, 0, Reject { reason, detail, index: None }, None);
         };
-        let mut file = match File::open(&self.file) {
-            Ok(f) => f,
-            Err(e) => return reject(side, RejectReason::ReadError, format!("cannot open: {e}")),
-        };
-        let mut head = [0u8; 2];
-        let gz = file.read_exact(&mut head).is_ok() && head == [0x1f, 0x8b];
-        if let Err(e) = file.seek(SeekFrom::Start(0)) {
-            return reject(side, RejectReason::ReadError, e.to_string());
-        }
-        let len = if self.map { mappable(&file) } else { None };
-        let mut reader = match (gz, len) {
-            (false, Some(len)) => ChunkReader::mapped(file, len, self.chunk_size),
-            (true, _) => ChunkReader::stream(Box::new(flate2::read::MultiGzDecoder::new(file)), self.chunk_size),
-            (false, None) => ChunkReader::stream(Box::new(file), self.chunk_size),
+        let regular = std::fs::metadata(&self.file).is_ok_and(|m| m.is_file());
+        let mut reader = if regular {
+            let mut file = match File::open(&self.file) {
+                Ok(f) => f,
+                Err(e) => return reject(side, RejectReason::ReadError, format!("cannot open: {e}")),
+            };
+            let mut head = [0u8; 2];
+            let gz = file.read_exact(&mut head).is_ok() && head == [0x1f, 0x8b];
+            if let Err(e) = file.seek(SeekFrom::Start(0)) {
+                return reject(side, RejectReason::ReadError, e.to_string());
+            }
+            let len = if self.map { mappable(&file) } else { None };
+            match (gz, len) {
+                (false, Some(len)) => ChunkReader::mapped(file, len, self.chunk_size),
+                (true, _) => ChunkReader::stream(Box::new(flate2::read::MultiGzDecoder::new(file)), self.chunk_size),
+                (false, None) => ChunkReader::stream(Box::new(file), self.chunk_size),
+            }
+        } else {
+            // A FIFO, pipe or device: opened and read on its own thread; gzip
+            // is told by its first two bytes, which are put back.
+            let mut pipe = Cancellable::open(self.file.clone(), self.cancel.clone());
+            let mut head = Vec::with_capacity(2);
+            while head.len() < 2 {
+                let mut b = [0u8; 2];
+                match pipe.read(&mut b[..2 - head.len()]) {
+                    Ok(0) => break,
+                    Ok(n) => head.extend_from_slice(&b[..n]),
+                    Err(e) => return reject(side, RejectReason::ReadError, format!("cannot read: {e}")),
+                }
+            }
+            let gz = head == [0x1f, 0x8b];
+            let r = io::Cursor::new(head).chain(pipe);
+            if gz {
+                ChunkReader::stream(Box::new(flate2::read::MultiGzDecoder::new(r)), self.chunk_size)
+            } else {
+                ChunkReader::stream(Box::new(r), self.chunk_size)
+            }
         };
         if let Err(e) = reader.fill(64 << 10) {
             return reject(side, RejectReason::ReadError, e.to_string());
@@ -496,6 +657,7 @@ impl FileStream {
                             FileFormat::Jsonl => decode_jsonl(&bytes),
                             FileFormat::Csv(h) => decode_csv(h, &bytes),
                             FileFormat::Document => decode_document(&bytes),
+                            FileFormat::HeaderlessCsv => decode_headerless(&bytes),
                         };
                         let _ = tx.send(out);
                     });
@@ -601,12 +763,23 @@ fn sniff(reader: &mut ChunkReader, line_base: &mut u64) -> Option<FileFormat> {
         if complete(&buf[..line_end]) {
             return Some(FileFormat::Jsonl);
         }
-        // A corrupt first line of a JSONL file: the next line decides.
-        let rest = &buf[(line_end + 1).min(buf.len())..];
-        let next_end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
-        let next = &rest[..next_end];
-        if next.iter().any(|b| !b.is_ascii_whitespace()) && complete(next) {
-            return Some(FileFormat::Jsonl);
+        // The whole file in the window, and one JSON value: a document.
+        if reader.eof && complete(buf) {
+            return Some(FileFormat::Document);
+        }
+        // Corrupt first lines of a JSONL file: any later line in the window
+        // that is a whole object decides. A pretty-printed document's lines
+        // are fragments (`{`, `"k": v,`), never a whole object.
+        let mut rest = &buf[(line_end + 1).min(buf.len())..];
+        while !rest.is_empty() {
+            let end = memchr::memchr(b'\n', rest);
+            let line = &rest[..end.unwrap_or(rest.len())];
+            let t = line.trim_ascii();
+            if t.first() == Some(&b'{') && complete(t) {
+                return Some(FileFormat::Jsonl);
+            }
+            let Some(end) = end else { break };
+            rest = &rest[end + 1..];
         }
         return Some(FileFormat::Document);
     }
@@ -617,6 +790,11 @@ fn sniff(reader: &mut ChunkReader, line_base: &mut u64) -> Option<FileFormat> {
             *line_base = 1;
             return Some(FileFormat::Csv(Arc::new(header)));
         }
+    }
+    // Several comma-separated fields but no header Salesforce writes: ELF
+    // rows whose header was lost.
+    if decode::csv::field_count(&buf[..line_end]) >= 3 {
+        return Some(FileFormat::HeaderlessCsv);
     }
     // Not recognisably CSV or JSON: read it as lines, each rejected with its reason.
     Some(FileFormat::Jsonl)
@@ -687,6 +865,7 @@ impl Replay {
                 file: f.clone(),
                 chunk_size,
                 map: true,
+                cancel: cancel.clone(),
             })
             .collect();
         Replay {

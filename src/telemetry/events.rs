@@ -250,7 +250,7 @@ impl InternalEvent for PartitionStalled<'_> {
                 lag = self.lag,
                 seconds = self.for_secs,
                 "Partition has lag but has delivered nothing: a message the broker will not serve (larger than \
-                 fetch.max.bytes / message.max.bytes?) or a broker problem."
+                 fetch.max.bytes?), intake paused behind a failing sink, or a broker problem."
             );
         } else {
             tracing::info!(topic = self.topic, partition = self.partition, "Partition is moving again.");

@@ -65,6 +65,8 @@ pub struct Metrics {
     pub redelivered_skipped: IntCounter,
     /// Setup records that arrived after a later grant had been scored without them.
     pub late_setup_records: IntCounter,
+    /// Alerts closed before their day ended because `alerts.max_open` was reached.
+    pub alerts_closed_early: IntCounter,
     /// Alerts a sink refused for good, set aside to the alert dead letter, by sink and reason.
     pub sink_dead_letters: IntCounterVec,
     /// Delivery attempts repeated after a transient failure, by sink.
@@ -280,6 +282,12 @@ impl Metrics {
                 "ccwatch_redelivered_skipped_total",
                 "Login messages redelivered after their partition came back to this instance that it had \
                  already processed; skipped so nothing is counted twice.",
+            ),
+            alerts_closed_early: counter(
+                &r,
+                "ccwatch_alerts_closed_early_total",
+                "Alerts closed before their day ended because alerts.max_open was reached; their final line \
+                 was written, and a later record continues the count.",
             ),
             late_setup_records: counter(
                 &r,
