@@ -145,6 +145,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// How long exit waits for background threads after the work is done.
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.log, cli.log_format);
@@ -155,11 +158,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    let code = match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ccwatch: {}", format!("{e:#}").replace('\n', " "));
             ExitCode::FAILURE
         }
-    }
+    };
+    // Everything that matters is done (offsets committed, sinks flushed, the
+    // summary printed). What may remain are blocking threads tearing down
+    // Kafka clients, which wait for a broker that may be gone: give them a
+    // moment, never more.
+    rt.shutdown_timeout(EXIT_GRACE);
+    code
 }

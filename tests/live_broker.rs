@@ -38,17 +38,19 @@ fn free_port() -> u16 {
 /// A config for `ccwatch run` against `t`; `warmup`: `kafka.warmup_messages`;
 /// `extra`: more top-level TOML (sinks).
 fn write_config(dir: &Path, bootstrap: &str, t: &Topics, port: u16, warmup: u64, extra: &str) -> std::path::PathBuf {
-    write_config_with(dir, bootstrap, t, port, warmup, 6000, extra)
+    write_config_full(dir, bootstrap, t, port, warmup, 6000, "", extra)
 }
 
-/// `write_config` with the consumers' `session.timeout.ms`.
-fn write_config_with(
+/// `write_config` with the consumers' `session.timeout.ms` and more `[kafka]` keys.
+#[allow(clippy::too_many_arguments)]
+fn write_config_full(
     dir: &Path,
     bootstrap: &str,
     t: &Topics,
     port: u16,
     warmup: u64,
     session_ms: u64,
+    kafka_extra: &str,
     extra: &str,
 ) -> std::path::PathBuf {
     let base = std::fs::read_to_string(root().join("ccwatch.toml")).unwrap();
@@ -62,6 +64,7 @@ audit_topic = "{audit}"
 dead_letter_topic = "{dead}"
 statistics_interval_ms = 500
 warmup_messages = {warmup}
+{kafka_extra}
 
 [kafka.consumer_properties]
 # A killed member is noticed after this, so the restart test needs no 45 s wait.
@@ -84,6 +87,7 @@ topic = "{alerts}"
         alerts = t.alerts,
         warmup = warmup,
         session_ms = session_ms,
+        kafka_extra = kafka_extra,
     );
     let path = dir.join("ccwatch.toml");
     std::fs::File::create(&path).unwrap().write_all(text.as_bytes()).unwrap();
@@ -351,13 +355,24 @@ fn assert_same_finals(live: &Final, replay: &Final, what: &str) {
     );
 }
 
-/// SIGKILL mid-stream, then a restart that waits out the dead member's
-/// session (35 s, longer than any timer ccwatch has) while every setup-audit
-/// record, escalations days ahead included, is read first. The last line per
-/// `alert_id` must equal replay's: same ids, scores, severities, factors and
-/// counts.
+/// SIGKILL mid-stream, then a restart while the dead member still holds the
+/// partitions: every setup-audit record, escalations days ahead included, is
+/// read before the logins come back. The last line per `alert_id` must equal
+/// replay's: same ids, scores, severities, factors and counts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_mid_stream_and_a_slow_restart_end_as_replay_does() {
+async fn sigkill_mid_stream_and_a_restart_end_as_replay_does() {
+    sigkill_and_restart(6_000, None).await;
+}
+
+/// The same with static group membership (KIP-345) and a 35 s session: the
+/// restarted instance, with the same `group_instance_id`, takes its
+/// partitions back from the dead member without waiting out the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_and_a_static_member_restart_end_as_replay_does() {
+    sigkill_and_restart(35_000, Some("ccwatch-test-0")).await;
+}
+
+async fn sigkill_and_restart(session_ms: u64, instance: Option<&str>) {
     let bootstrap = broker();
     let t = Topics::new();
     topics_for(&bootstrap, &t).await;
@@ -378,7 +393,8 @@ async fn sigkill_mid_stream_and_a_slow_restart_end_as_replay_does() {
         witness.display()
     );
     // The restart re-reads what the first run delivered, to rebuild correlation state.
-    let cfg = write_config_with(dir.path(), &bootstrap, &t, free_port(), 100_000, 35_000, &slow);
+    let kafka_extra = instance.map(|i| format!("group_instance_id = \"{i}\"")).unwrap_or_default();
+    let cfg = write_config_full(dir.path(), &bootstrap, &t, free_port(), 100_000, session_ms, &kafka_extra, &slow);
     let want = replay_finals(&cfg, data.path());
     assert!(want.len() > 20, "the archive should raise many alerts, got {}", want.len());
     assert!(
@@ -399,13 +415,46 @@ async fn sigkill_mid_stream_and_a_slow_restart_end_as_replay_does() {
 
     hook.delay_ms.store(0, std::sync::atomic::Ordering::SeqCst);
     let port = free_port();
-    let cfg = write_config_with(dir.path(), &bootstrap, &t, port, 100_000, 35_000, &slow);
+    let cfg = write_config_full(dir.path(), &bootstrap, &t, port, 100_000, session_ms, &kafka_extra, &slow);
+    let restarted = std::time::Instant::now();
+    let lines_at_kill = read_topic(&bootstrap, &t.alerts).len();
     let mut second = start_run(&cfg, &dir.path().join("second.log"));
-    let ends = high_watermarks(&bootstrap, &t.logins);
-    eventually(180, "the restarted run to commit every offset", || async {
-        committed(&bootstrap, &t.group, &t.logins) == ends
+    // Restart to the first alert line the new instance writes: with static
+    // membership it needs no session timeout to pass.
+    eventually(120, "the restarted run's first alert", || async {
+        read_topic(&bootstrap, &t.alerts).len() > lines_at_kill
     })
     .await;
+    let first_alert = restarted.elapsed();
+    eprintln!(
+        "restart-to-first-alert: {:.1} s (session.timeout.ms {session_ms}, static membership: {})",
+        first_alert.as_secs_f64(),
+        instance.is_some()
+    );
+    if instance.is_some() {
+        assert!(
+            first_alert < Duration::from_millis(session_ms / 2),
+            "a static member took {first_alert:?} to get its partitions back"
+        );
+    }
+    let ends = high_watermarks(&bootstrap, &t.logins);
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while committed(&bootstrap, &t.group, &t.logins) != ends {
+        if std::time::Instant::now() > deadline {
+            let log = std::fs::read_to_string(dir.path().join("second.log")).unwrap_or_default();
+            let m = get(&format!("http://127.0.0.1:{port}/metrics")).await.1;
+            panic!(
+                "the restarted run did not commit every offset: {:?} of {ends:?}\n{}\n{}",
+                committed(&bootstrap, &t.group, &t.logins),
+                m.lines()
+                    .filter(|l| l.starts_with("ccwatch_") && !l.contains("_bucket"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                &log[log.len().saturating_sub(5000)..]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let m = get(&format!("http://127.0.0.1:{port}/metrics")).await.1;
     let consumed_logins: f64 = m
         .lines()
@@ -441,11 +490,17 @@ async fn a_partition_lagging_behind_the_others_still_ends_as_replay_does() {
     let (logins, others) = archive(data.path(), 6_000);
     let others: Vec<&str> = others.iter().map(String::as_str).collect();
     produce(&bootstrap, &t.audit, &others);
-    // The integration users' client-credentials records go to partition 2 of
-    // a separate copy; everything else to partitions 0 and 1 now.
+    // Half the integration users' records go to partition 2, days late; the
+    // other half and everything else to partitions 0 and 1 now. A user's
+    // records stay in one partition, as `ccwatch produce` keys them.
     let text = std::fs::read_to_string(&logins).unwrap();
-    let (lagging, prompt): (Vec<&str>, Vec<&str>) = text.lines().partition(|l| l.contains("\"UserId\":\"005Ix"));
-    assert!(lagging.len() > 50, "the archive has integration grants: {}", lagging.len());
+    let user = |l: &str| l.split("\"UserId\":\"").nth(1).map(|r| r[..18].to_string()).unwrap_or_default();
+    let mut integrations: Vec<String> = text.lines().map(user).filter(|u| u.starts_with("005Ix")).collect();
+    integrations.sort();
+    integrations.dedup();
+    let late: std::collections::HashSet<&String> = integrations.iter().skip(1).step_by(2).collect();
+    let (lagging, prompt): (Vec<&str>, Vec<&str>) = text.lines().partition(|l| late.contains(&user(l)));
+    assert!(lagging.len() > 20, "the archive has integration grants: {}", lagging.len());
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
     let send = |lines: Vec<String>, partitions: &'static [i32]| {
@@ -486,7 +541,13 @@ async fn a_partition_lagging_behind_the_others_still_ends_as_replay_does() {
     let ends = high_watermarks(&bootstrap, &t.logins);
     eventually(120, "every offset committed", || async { committed(&bootstrap, &t.group, &t.logins) == ends }).await;
     let m = get(&format!("http://127.0.0.1:{port}/metrics")).await.1;
-    assert!(metric(&m, "ccwatch_out_of_order_total") > 0.0, "the lagging records were late and counted as such");
+    let log = std::fs::read_to_string(dir.path().join("run.log")).unwrap_or_default();
+    assert!(
+        metric(&m, "ccwatch_out_of_order_total") > 0.0,
+        "the lagging records were late and counted as such\n{}\n{}",
+        m.lines().filter(|l| l.starts_with("ccwatch_") && !l.contains("_bucket")).collect::<Vec<_>>().join("\n"),
+        &log[log.len().saturating_sub(3000)..]
+    );
     signal(&run, "-TERM");
     assert!(wait_exit(&mut run, 30).success());
     let got = finals(std::fs::read_to_string(&file).unwrap().lines());
@@ -624,5 +685,113 @@ async fn offsets_a_broker_skips_on_resume_are_counted_and_logged() {
     assert!(
         stderr.contains("no message for offsets") && stderr.contains("from=50") && stderr.contains("to=100"),
         "{stderr}"
+    );
+}
+
+/// A Tansu broker of this test's own, on SQLite storage in `dir`, so the
+/// test can kill it and start it again on the same port and data.
+fn own_broker(dir: &Path, port: u16) -> KillOnDrop {
+    let url = format!("tcp://127.0.0.1:{port}");
+    KillOnDrop(
+        Command::new("tansu")
+            .current_dir(dir)
+            .args([
+                "broker",
+                "--storage-engine",
+                "sqlite://tansu.db",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+            ])
+            .arg(&url)
+            .stdout(Stdio::null())
+            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(dir.join("tansu.log")).unwrap())
+            .spawn()
+            .expect("tansu on PATH (scripts/test-broker.sh installs it)"),
+    )
+}
+
+/// The broker is SIGKILLed mid-stream and stays down longer than the
+/// consumer's session timeout, so the group forgets the member and its
+/// partitions are revoked and assigned again. Nothing is lost and nothing is
+/// counted twice: the last line per alert_id is replay's. Then SIGTERM: the
+/// process exits promptly after it reports that it stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_down_longer_than_the_session_timeout_loses_and_doubles_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let mut broker = own_broker(home.path(), port);
+    eventually(30, "the broker to listen", || async { std::net::TcpStream::connect(bootstrap.as_str()).is_ok() }).await;
+    let t = Topics::new();
+    topics_for(&bootstrap, &t).await;
+    let data = tempfile::tempdir().unwrap();
+    let (logins, others) = archive(data.path(), 10_000);
+    let others: Vec<&str> = others.iter().map(String::as_str).collect();
+    produce(&bootstrap, &t.audit, &others);
+    produce(&bootstrap, &t.logins, &[&logins]);
+    to_partitions(&bootstrap, &t.logins, &[sentinel(0), sentinel(1), sentinel(2)]).await;
+    let hook = Hook::default();
+    let hook_url = hook.start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("alerts.jsonl");
+    let sinks = format!(
+        "[[sinks]]\ntype = \"webhook\"\nname = \"slow\"\nurl = \"{hook_url}\"\ntimeout_ms = 2000\nbackoff_ms = 50\n\n\
+         [[sinks]]\ntype = \"file\"\nname = \"f\"\npath = \"{}\"\n",
+        file.display()
+    );
+    let mport = free_port();
+    let cfg = write_config(dir.path(), &bootstrap, &t, mport, 100_000, &sinks);
+    let want = replay_finals(&cfg, data.path());
+    hook.delay_ms.store(20, std::sync::atomic::Ordering::SeqCst);
+    let log = dir.path().join("run.log");
+    let mut run = start_run(&cfg, &log);
+    eventually(90, "alerts delivered and offsets committed", || async {
+        hook.accepted.lock().unwrap().len() >= 5 && committed(&bootstrap, &t.group, &t.logins).iter().any(|x| x.1 > 0)
+    })
+    .await;
+    signal(&broker, "-KILL");
+    wait_exit(&mut broker, 10);
+    // Down for longer than session.timeout.ms (6 s in these configs).
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    hook.delay_ms.store(0, std::sync::atomic::Ordering::SeqCst);
+    let _broker = own_broker(home.path(), port);
+    eventually(30, "the broker back", || async { std::net::TcpStream::connect(bootstrap.as_str()).is_ok() }).await;
+    let ends = high_watermarks(&bootstrap, &t.logins);
+    eventually(240, "every offset committed after the outage", || async {
+        committed(&bootstrap, &t.group, &t.logins) == ends
+    })
+    .await;
+    let m = get(&format!("http://127.0.0.1:{mport}/metrics")).await.1;
+    let consumed: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("ccwatch_records_consumed_total{") && l.contains(&t.logins))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    let total: i64 = ends.iter().map(|x| x.1).sum();
+    assert!(consumed <= total as f64, "{consumed} records counted for {total} in the topic");
+    signal(&run, "-TERM");
+    // Bounded exit: from the "stopped" line to the process gone.
+    let mut stopped_at = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if stopped_at.is_none() && std::fs::read_to_string(&log).unwrap_or_default().contains("ccwatch run: stopped") {
+            stopped_at = Some(std::time::Instant::now());
+        }
+        if let Some(s) = run.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "no exit within 60 s of SIGTERM");
+        if let Some(at) = stopped_at {
+            assert!(at.elapsed() < Duration::from_secs(8), "still running 8 s after reporting that it stopped");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "{text}");
+    assert_same_finals(
+        &finals(std::fs::read_to_string(&file).unwrap().lines()),
+        &want,
+        &format!("after a broker outage\n{}", &text[text.len().saturating_sub(4000)..]),
     );
 }

@@ -71,6 +71,12 @@ pub struct RawKafka {
     /// Consumer group for login records (split across instances).
     #[serde(default = "default_group")]
     pub group_id: String,
+    /// Static group membership (KIP-345): a stable, unique id per instance
+    /// (e.g. the pod name). A restarted instance with the same id gets its
+    /// partitions back at once instead of after `session.timeout.ms`, where
+    /// the broker supports it.
+    #[serde(default)]
+    pub group_instance_id: Option<String>,
     /// Topic carrying login records (LoginEvent, LoginHistory, ELF rows…).
     pub login_topic: String,
     /// Topic carrying Setup Audit Trail records (and inventory snapshots);
@@ -256,6 +262,7 @@ impl Default for RawMetrics {
 #[derive(Debug, Clone, PartialEq)]
 pub struct KafkaConfig {
     pub group_id: String,
+    pub group_instance_id: Option<String>,
     pub login_topic: String,
     pub audit_topic: Option<String>,
     pub dead_letter_topic: Option<String>,
@@ -411,11 +418,19 @@ fn kafka_config(k: &RawKafka, problems: &mut Vec<String>) -> KafkaConfig {
     if k.max_pending == 0 {
         problems.push("kafka.max_pending must be at least 1".into());
     }
+    if k.group_instance_id.as_deref().is_some_and(|id| id.trim().is_empty() || id.len() > 249) {
+        problems.push("kafka.group_instance_id must be a non-empty id of at most 249 characters".into());
+    }
+    if k.consumer_properties.contains_key("group.instance.id") || k.properties.contains_key("group.instance.id") {
+        problems
+            .push("group.instance.id is set by kafka.group_instance_id (it applies to the login consumer only)".into());
+    }
     KafkaConfig {
         group_id: k.group_id.clone(),
         login_topic: k.login_topic.clone(),
         audit_topic: k.audit_topic.clone(),
         dead_letter_topic: k.dead_letter_topic.clone(),
+        group_instance_id: k.group_instance_id.clone(),
         max_pending: k.max_pending,
         warmup_messages: i64::try_from(k.warmup_messages).unwrap_or(i64::MAX),
         stall_after: std::time::Duration::from_secs(k.stall_after_secs.max(1)),
@@ -448,6 +463,7 @@ impl KafkaConfig {
             max_pending: default_max_pending(),
             warmup_messages: 0,
             stall_after_secs: default_stall_after_secs(),
+            group_instance_id: None,
             properties: BTreeMap::new(),
             secret_properties: BTreeMap::new(),
             consumer_properties: BTreeMap::new(),

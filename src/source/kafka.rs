@@ -328,7 +328,11 @@ pub fn producer_config(k: &KafkaConfig, defaults: &[(&str, &str)]) -> ClientConf
 
 /// The group consumer for login records.
 pub fn login_consumer(k: &KafkaConfig, metrics: Arc<Metrics>) -> KafkaResult<LiveConsumer> {
-    let consumer: LiveConsumer = consumer_config(k)
+    let mut cfg = consumer_config(k);
+    if let Some(id) = &k.group_instance_id {
+        cfg.set("group.instance.id", id);
+    }
+    let consumer: LiveConsumer = cfg
         .set("group.id", &k.group_id)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
