@@ -5,7 +5,7 @@ SAMPLE_ARGS := --inventory samples/inventory/users.json \
                --inventory samples/inventory/permission-set-assignments.json \
                --config ccwatch.toml samples/audit samples/logins samples/elf
 
-.PHONY: demo replay-demo build test lint check bench bench-data bench-kafka bench-json-libs fmt clean
+.PHONY: demo replay-demo build test lint check bench bench-data bench-kafka bench-json-libs bench-restart bench-memory fmt clean
 
 ## The main job: the live pipeline on the shipped samples, against an
 ## in-process mock Kafka cluster; alerts on stdout, metrics on :9464. Ctrl-C stops it.
@@ -58,6 +58,15 @@ bench-json-libs: bench-data
 bench-kafka: build
 	$(CARGO) build --release --locked --example kafka_bench
 	CCWATCH_TEST_BROKER_STORAGE=memory scripts/test-broker.sh ./target/release/examples/kafka_bench
+
+## Restart-to-first-alert after a SIGKILL, with and without static group
+## membership (kafka.group_instance_id), through a real broker (see BENCHMARKS.md).
+bench-restart: build
+	scripts/test-broker.sh python3 bench/restart.py
+
+## Peak RSS with 1 M users and 1 M IPs (2 M grants) under the default limits (see BENCHMARKS.md).
+bench-memory: build
+	python3 bench/memory.py
 
 clean:
 	$(CARGO) clean
