@@ -147,9 +147,10 @@ impl Counters {
     }
 }
 
+/// The run loop's state: everything a turn reads or changes.
 struct Live {
     counters: Counters,
-    cfg_kafka: KafkaConfig,
+    login_topic: String,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     pipeline: Pipeline,
@@ -249,7 +250,7 @@ impl Live {
         }
         let topic: &str = match stream {
             Stream::Audit => &self.audit_topic,
-            Stream::Login => &self.cfg_kafka.login_topic,
+            Stream::Login => &self.login_topic,
         };
         let mut events = 0u32;
         let mut latest = None;
@@ -509,7 +510,7 @@ impl Live {
         for s in self.ledger.storable() {
             let p = s.partition;
             // store_offset takes the offset of the last processed message.
-            match consumer.store_offset(&self.cfg_kafka.login_topic, p, s.next - 1) {
+            match consumer.store_offset(&self.login_topic, p, s.next - 1) {
                 Ok(()) => self.metrics.offsets_stored.inc(),
                 Err(e) => {
                     self.metrics.offset_store_failures.inc();
@@ -602,184 +603,236 @@ pub async fn run_with(
     metrics: Arc<Metrics>,
     mut opts: RunOptions,
 ) -> anyhow::Result<RunReport> {
-    let k = cfg.live.kafka.clone().context("`run` needs a [kafka] section in the config")?;
-    if cfg.live.sinks.is_empty() {
-        anyhow::bail!("`run` needs at least one [[sinks]] entry in the config");
-    }
-    let health = Arc::new(Health::default());
-    let (metrics_addr, server) =
-        crate::telemetry::server::serve(cfg.live.metrics_listen, metrics.clone(), health.clone(), shutdown.clone())
-            .await
-            .with_context(|| format!("cannot listen on {}", cfg.live.metrics_listen))?;
-    tracing::info!(%metrics_addr, "Serving /metrics, /healthz and /readyz.");
-
-    let needs_producer = k.dead_letter_topic.is_some()
-        || cfg.live.sinks.iter().any(|s| matches!(s.kind, crate::config::live::SinkKind::Kafka { .. }))
-        || matches!(cfg.live.alert_dead_letter, Some(crate::config::live::AlertDeadLetterConfig::Kafka { .. }));
-    let producer: Option<FutureProducer> = if needs_producer {
-        Some(
-            // acks=all: an alert counts as delivered once the topic has it.
-            // linger 1 ms: the loop awaits each batch's acks, so lingering
-            // longer only adds latency. producer_properties override both.
-            kafka::producer_config(&k, &[("acks", "all"), ("linger.ms", "1"), ("message.timeout.ms", "30000")])
-                .create_with_context::<_, FutureProducer>(rdkafka::client::DefaultClientContext)
-                .context("cannot create Kafka producer")?,
-        )
-    } else {
-        None
-    };
-    let sinks = cfg.live.sinks.iter().map(|s| Sink::new(s, producer.as_ref())).collect::<anyhow::Result<Vec<_>>>()?;
-    let dead_letters = match (&k.dead_letter_topic, &producer) {
-        (Some(t), Some(p)) => Some(DeadLetters::new(p.clone(), t.clone(), k.producer_message_max_bytes())),
-        _ => None,
-    };
-    let alert_dead_letters =
-        cfg.live.alert_dead_letter.as_ref().map(|d| AlertDeadLetters::new(d, producer.as_ref())).transpose()?;
-
-    let mut pipeline = Pipeline::new(cfg);
-    if !cfg.live.inventory.is_empty() {
-        let found = discover(&cfg.live.inventory)?;
-        for p in &found.skipped {
-            tracing::warn!(path = %p.display(), "Inventory directory entry is not a regular file; not read.");
+    let mut run = Run::build(cfg, &shutdown, metrics).await?;
+    (opts.on_start)(Started { metrics_addr: run.metrics_addr });
+    let failed = loop {
+        match run.turn(&shutdown).await {
+            TurnEnd::Continue => {}
+            TurnEnd::CaughtUp => {
+                (opts.on_caught_up)();
+                if opts.exit_when_caught_up {
+                    break None;
+                }
+            }
+            TurnEnd::Stop => break None,
+            TurnEnd::Failed(e) => break Some(e),
         }
-        let files = found.files;
-        let cancel = Arc::new(AtomicBool::new(false));
-        let (applied, _) =
-            crate::app::load_inventory(&files, cfg, true, cancel, &mut pipeline, &mut InventorySide(&metrics));
-        tracing::info!(?applied, "Inventory baseline applied.");
+    };
+    run.shutdown(&shutdown, failed).await
+}
+
+/// How a turn of the loop ended.
+enum TurnEnd {
+    Continue,
+    /// Every partition read to its end and everything received delivered,
+    /// after having been behind.
+    CaughtUp,
+    /// Shutdown was asked for.
+    Stop,
+    /// A sink gave up (only on shutdown) or intake died.
+    Failed(String),
+}
+
+/// A built run: the loop's state and the services around it.
+struct Run {
+    live: Live,
+    intake: Intake,
+    login: Arc<LiveConsumer>,
+    producer: Option<FutureProducer>,
+    server: tokio::task::JoinHandle<()>,
+    metrics_addr: std::net::SocketAddr,
+    was_caught_up: bool,
+    gauges_at: Instant,
+}
+
+impl Run {
+    /// Starts the metrics endpoint, sinks, inventory baseline, consumers and
+    /// intake; checks every topic written to.
+    async fn build(cfg: &Config, shutdown: &CancellationToken, metrics: Arc<Metrics>) -> anyhow::Result<Run> {
+        let k = cfg.live.kafka.clone().context("`run` needs a [kafka] section in the config")?;
+        if cfg.live.sinks.is_empty() {
+            anyhow::bail!("`run` needs at least one [[sinks]] entry in the config");
+        }
+        let health = Arc::new(Health::default());
+        let (metrics_addr, server) =
+            crate::telemetry::server::serve(cfg.live.metrics_listen, metrics.clone(), health.clone(), shutdown.clone())
+                .await
+                .with_context(|| format!("cannot listen on {}", cfg.live.metrics_listen))?;
+        tracing::info!(%metrics_addr, "Serving /metrics, /healthz and /readyz.");
+
+        let needs_producer = k.dead_letter_topic.is_some()
+            || cfg.live.sinks.iter().any(|s| matches!(s.kind, crate::config::live::SinkKind::Kafka { .. }))
+            || matches!(cfg.live.alert_dead_letter, Some(crate::config::live::AlertDeadLetterConfig::Kafka { .. }));
+        let producer: Option<FutureProducer> = if needs_producer {
+            Some(
+                // acks=all: an alert counts as delivered once the topic has it.
+                // linger 1 ms: the loop awaits each batch's acks, so lingering
+                // longer only adds latency. producer_properties override both.
+                kafka::producer_config(&k, &[("acks", "all"), ("linger.ms", "1"), ("message.timeout.ms", "30000")])
+                    .create_with_context::<_, FutureProducer>(rdkafka::client::DefaultClientContext)
+                    .context("cannot create Kafka producer")?,
+            )
+        } else {
+            None
+        };
+        let sinks =
+            cfg.live.sinks.iter().map(|s| Sink::new(s, producer.as_ref())).collect::<anyhow::Result<Vec<_>>>()?;
+        let dead_letters = match (&k.dead_letter_topic, &producer) {
+            (Some(t), Some(p)) => Some(DeadLetters::new(p.clone(), t.clone(), k.producer_message_max_bytes())),
+            _ => None,
+        };
+        let alert_dead_letters =
+            cfg.live.alert_dead_letter.as_ref().map(|d| AlertDeadLetters::new(d, producer.as_ref())).transpose()?;
+
+        let mut pipeline = Pipeline::new(cfg);
+        if !cfg.live.inventory.is_empty() {
+            let found = discover(&cfg.live.inventory)?;
+            for p in &found.skipped {
+                tracing::warn!(path = %p.display(), "Inventory directory entry is not a regular file; not read.");
+            }
+            let cancel = Arc::new(AtomicBool::new(false));
+            let (applied, _) = crate::app::load_inventory(
+                &found.files,
+                cfg,
+                true,
+                cancel,
+                &mut pipeline,
+                &mut InventorySide(&metrics),
+            );
+            tracing::info!(?applied, "Inventory baseline applied.");
+        }
+
+        let login =
+            Arc::new(kafka::login_consumer(&k, metrics.clone()).context("cannot create the login consumer")?);
+        kafka::check_topics(&login, &written_topics(cfg, &k))?;
+        let mut audit_progress = AuditProgress::default();
+        let audit = match &k.audit_topic {
+            Some(t) => {
+                let (c, parts) = kafka::audit_consumer(&k, t, metrics.clone())?;
+                audit_progress.eof.extend(parts.iter().map(|p| (*p, false)));
+                Some(Arc::new(c))
+            }
+            None => None,
+        };
+        let gauges = PauseGauges { paused: metrics.intake_paused.clone(), pauses: metrics.intake_pauses.clone() };
+        let intake = Intake::spawn(login.clone(), audit, gauges).context("cannot start the intake thread")?;
+        let live = Live {
+            counters: Counters::default(),
+            audit_topic: k.audit_topic.clone().unwrap_or_default(),
+            login_topic: k.login_topic.clone(),
+            metrics,
+            health,
+            pipeline,
+            merge: Merge::new(k.max_pending),
+            ledger: Ledger::default(),
+            audit: audit_progress,
+            sinks,
+            dead_letters,
+            alert_dead_letters,
+            log_limiter: LogLimiter::default(),
+            turn: Turn::default(),
+            warm_until: HashMap::new(),
+            assigned: false,
+            outputs: Vec::new(),
+            late_setup_seen: 0,
+            early_closes_seen: 0,
+            report: RunReport::default(),
+        };
+        Ok(Run { live, intake, login, producer, server, metrics_addr, was_caught_up: false, gauges_at: Instant::now() })
     }
 
-    let login = Arc::new(kafka::login_consumer(&k, metrics.clone()).context("cannot create the login consumer")?);
-    kafka::check_topics(&login, &written_topics(cfg, &k))?;
-    let audit = match &k.audit_topic {
-        Some(t) => Some(kafka::audit_consumer(&k, t, metrics.clone())?),
-        None => None,
-    };
-    let merge = Merge::new(k.max_pending);
-    let mut progress = AuditProgress::default();
-    let audit = audit.map(|(c, parts)| {
-        progress.eof.extend(parts.iter().map(|p| (*p, false)));
-        Arc::new(c)
-    });
-    let gauges = PauseGauges { paused: metrics.intake_paused.clone(), pauses: metrics.intake_pauses.clone() };
-    let mut intake = Intake::spawn(login.clone(), audit, gauges).context("cannot start the intake thread")?;
-    let mut live = Live {
-        counters: Counters::default(),
-        audit_topic: k.audit_topic.clone().unwrap_or_default(),
-        cfg_kafka: k,
-        metrics: metrics.clone(),
-        health: health.clone(),
-        pipeline,
-        merge,
-        ledger: Ledger::default(),
-        audit: progress,
-        sinks,
-        dead_letters,
-        alert_dead_letters,
-        log_limiter: LogLimiter::default(),
-        turn: Turn::default(),
-        warm_until: HashMap::new(),
-        assigned: false,
-        outputs: Vec::new(),
-        late_setup_seen: 0,
-        early_closes_seen: 0,
-        report: RunReport::default(),
-    };
-    (opts.on_start)(Started { metrics_addr });
-    let mut was_caught_up = false;
-    let mut gauges_at = Instant::now();
-    let mut failed: Option<String> = None;
-    loop {
+    /// One turn: take what intake has queued (up to `BATCH` messages), run
+    /// what the merge releases through the pipeline, deliver, store offsets.
+    async fn turn(&mut self, shutdown: &CancellationToken) -> TurnEnd {
+        let live = &mut self.live;
         let chunk = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break,
-            c = intake.rx.recv() => match c {
+            _ = shutdown.cancelled() => return TurnEnd::Stop,
+            c = self.intake.rx.recv() => match c {
                 Some(c) => Some(c),
-                None => {
-                    failed = Some("the intake thread stopped".to_string());
-                    break;
-                }
+                None => return TurnEnd::Failed("the intake thread stopped".to_string()),
             },
             _ = tokio::time::sleep(Duration::from_millis(20)) => None,
         };
         if let Some(c) = chunk {
-            // Whatever else is queued, up to a turn's worth.
             let mut taken = c.items.len();
             live.on_chunk(c);
             while taken < BATCH {
-                let Ok(c) = intake.rx.try_recv() else { break };
+                let Ok(c) = self.intake.rx.try_recv() else { break };
                 taken += c.items.len();
                 live.on_chunk(c);
             }
         }
         live.process();
-        if let Err(e) = live.deliver(&shutdown, None).await {
-            failed = Some(e.to_string());
-            break;
+        if let Err(e) = live.deliver(shutdown, None).await {
+            return TurnEnd::Failed(e.to_string());
         }
-        live.store_offsets(&login);
+        live.store_offsets(&self.login);
         let audit_ok = live.audit.caught_up();
-        metrics.audit_caught_up.set(i64::from(audit_ok));
-        health.ready.store(live.assigned && audit_ok, Ordering::Relaxed);
+        live.metrics.audit_caught_up.set(i64::from(audit_ok));
+        live.health.ready.store(live.assigned && audit_ok, Ordering::Relaxed);
         let caught_up = live.assigned && audit_ok && live.merge.is_empty() && live.merge.caught_up(Stream::Login);
         // State gauges walk the correlator's pairs: once a second, and whenever
         // the run catches up or falls behind, not on every 20 ms idle turn.
-        if caught_up != was_caught_up || gauges_at.elapsed() >= GAUGE_PERIOD {
+        if caught_up != self.was_caught_up || self.gauges_at.elapsed() >= GAUGE_PERIOD {
             live.update_gauges();
-            gauges_at = Instant::now();
+            self.gauges_at = Instant::now();
         }
-        if caught_up && !was_caught_up {
+        let newly = caught_up && !self.was_caught_up;
+        self.was_caught_up = caught_up;
+        if newly {
             tracing::info!(messages = live.report.messages, "Caught up with every partition.");
-            (opts.on_caught_up)();
-            if opts.exit_when_caught_up {
-                break;
-            }
+            return TurnEnd::CaughtUp;
         }
-        was_caught_up = caught_up;
+        TurnEnd::Continue
     }
 
-    // Shutdown: stop intake, process what event-time order allows of what was
-    // received, deliver, commit, flush. The rest stays uncommitted.
-    health.ready.store(false, Ordering::Relaxed);
-    intake.stop();
-    if failed.is_none() {
-        while let Some(c) = intake.rx.recv().await {
-            live.on_chunk(c);
+    /// Stops intake, processes what event-time order allows of what was
+    /// received, delivers, commits and flushes. What the merge still holds
+    /// stays uncommitted and is read again on restart.
+    async fn shutdown(self, shutdown: &CancellationToken, mut failed: Option<String>) -> anyhow::Result<RunReport> {
+        let Run { mut live, mut intake, login, producer, server, .. } = self;
+        live.health.ready.store(false, Ordering::Relaxed);
+        intake.stop();
+        if failed.is_none() {
+            while let Some(c) = intake.rx.recv().await {
+                live.on_chunk(c);
+            }
+            live.process();
+            if let Err(e) = live.deliver(shutdown, Some(SHUTDOWN_GRACE)).await {
+                failed = Some(e.to_string());
+            } else {
+                live.store_offsets(&login);
+            }
         }
-        live.process();
-        if let Err(e) = live.deliver(&shutdown, Some(SHUTDOWN_GRACE)).await {
-            failed = Some(e.to_string());
-        } else {
-            live.store_offsets(&login);
+        // Dropping the receiver ends the thread even if it is blocked sending.
+        let _ = tokio::task::spawn_blocking(move || intake.join()).await;
+        live.update_gauges();
+        match login.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => live.report.offsets_committed = true,
+            // Nothing stored since the last auto-commit: everything is already committed.
+            Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {
+                live.report.offsets_committed = true
+            }
+            Err(e) => tracing::warn!(error = %e, "Final offset commit failed."),
         }
-    }
-    // Dropping the receiver ends the thread even if it is blocked sending.
-    let _ = tokio::task::spawn_blocking(move || intake.join()).await;
-    live.update_gauges();
-    match login.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) => live.report.offsets_committed = true,
-        // Nothing stored since the last auto-commit: everything is already committed.
-        Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {
-            live.report.offsets_committed = true
+        for s in &mut live.sinks {
+            if let Err(e) = s.flush() {
+                tracing::error!(sink = %s.name, error = %e, "Sink flush failed.");
+                failed.get_or_insert(e);
+            }
         }
-        Err(e) => tracing::warn!(error = %e, "Final offset commit failed."),
-    }
-    for s in &mut live.sinks {
-        if let Err(e) = s.flush() {
-            tracing::error!(sink = %s.name, error = %e, "Sink flush failed.");
-            failed.get_or_insert(e);
+        if let Some(p) = &producer {
+            let _ = rdkafka::producer::Producer::flush(p, Duration::from_secs(10));
         }
-    }
-    if let Some(p) = &producer {
-        let _ = rdkafka::producer::Producer::flush(p, Duration::from_secs(10));
-    }
-    login.unsubscribe();
-    shutdown.cancel();
-    let _ = server.await;
-    match failed {
-        None => Ok(live.report),
-        Some(e) => anyhow::bail!(
-            "stopped with alerts not delivered ({e}); their offsets were not committed, so they are redelivered on restart"
-        ),
+        login.unsubscribe();
+        shutdown.cancel();
+        let _ = server.await;
+        match failed {
+            None => Ok(live.report),
+            Some(e) => anyhow::bail!(
+                "stopped with alerts not delivered ({e}); their offsets were not committed, so they are redelivered on restart"
+            ),
+        }
     }
 }
