@@ -14,7 +14,8 @@
 //!
 //! Environment: CCWATCH_TEST_BROKER (set by the script), BENCH_KAFKA_RECORDS
 //! (default 1,000,000), BENCH_KAFKA_SECONDS (default 30), BENCH_KAFKA_RATE
-//! (default 10000).
+//! (default 10000), BENCH_KAFKA_FILE_SINK (set: a file sink too, which
+//! fsyncs before offsets are stored).
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -85,6 +86,16 @@ name = "alerts-topic"
 topic = "{prefix}.alerts"
 "#
     );
+    // BENCH_KAFKA_FILE_SINK=1: a file sink beside the topic, to measure what
+    // its write + fsync before every offset store costs.
+    let text = if std::env::var("BENCH_KAFKA_FILE_SINK").is_ok() {
+        format!(
+            "{text}[[sinks]]\ntype = \"file\"\nname = \"file\"\npath = \"{}\"\n",
+            dir.join(format!("{prefix}.alerts.jsonl")).display()
+        )
+    } else {
+        text
+    };
     std::fs::write(&path, text).unwrap();
     path
 }

@@ -5,7 +5,7 @@
 
 use crate::event::time::parse_timestamp;
 use crate::event::EventTime;
-use crate::sink::encode::Format;
+use crate::event::Format;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 

@@ -10,32 +10,44 @@
 //!
 //! # Layout
 //!
-//! Data flows one way; `app` is the only module that knows more than one stage.
+//! Data flows one way; `app` is the only module that wires stages together.
 //!
 //! ```text
-//! source ──bytes──▶ decode ──NormalizedEvent──▶ correlate ──Observation──▶ score ──Alert──▶ aggregate ──▶ sink
-//! (replay files,   (pure)   (live: event-time   (pure, event time)         (pure)           (pure)        (I/O)
-//!  Kafka)                    merge first)
-//!    ▲                                                                                                     │
-//!    └──────────────── live only: offsets stored after every sink accepted ───────────────────────────────┘
+//! source ──bytes──▶ decode ──NormalizedEvent──▶ correlate ──Observation──▶ score ──Alert──▶ aggregate ──Emit──▶ sink
+//! (replay files,   (pure)   (live: logins merged   (pure; setup facts on    (pure)           (pure)              (I/O)
+//!  Kafka)                    by event time)         an event-time timeline)
+//!    ▲                                                                                                         │
+//!    └──────────────── live only: offsets stored (source::ledger) after every sink accepted ──────────────────┘
 //! ```
 //!
-//! - `event`: the domain contract (`NormalizedEvent`, `Observation`, `Alert`).
+//! - `event`: the contract every stage shares: `NormalizedEvent`,
+//!   `Observation`, `Alert`, `Emit` (an alert line to write) and `Format`
+//!   (its encoding), plus key normalisation (`event::keys`), time, ids and
+//!   IP ranges. Stages import `event` and `config`, never each other.
 //! - `decode`: every Salesforce shape → `NormalizedEvent`; rejects with reasons.
-//! - `correlate`: privileges, IP ranges, IP history, flow set-up, failures.
-//! - `score`: factors, weights, severity; `score::aggregate` folds repeats.
+//! - `correlate`: the setup timeline (privileges, profile IP ranges, flow
+//!   set-up, answered as of any event time), IP history and failure windows.
+//! - `score`: factors, weights, severity; `score::aggregate` folds repeats
+//!   into bounded open and closed alert sets.
 //! - `sink`: alert encodings (native, OCSF, ECS) and writers; `sink::live` has
-//!   the Kafka topic, file, webhook and dead-letter sinks.
+//!   the Kafka topic, file, webhook and dead-letter sinks and their typed
+//!   `SinkError` (transient or permanent).
 //! - `source`: replay of archived files in event-time order; `source::kafka`
-//!   builds the live consumers; `source::merge` orders live records by event
-//!   time and decides which offsets may be stored.
+//!   builds the live consumers (lag, stalls, rebalances); `source::intake`
+//!   receives and decodes on threads of its own; `source::merge` orders live
+//!   logins by event time; `source::ledger` decides which offsets may be
+//!   stored and which redelivered messages were already processed. `source`
+//!   calls `decode` (the one forward edge: bytes in, `Decoded` out) so that
+//!   decoding runs on its reader threads.
 //! - `telemetry`: Prometheus metrics on an owned registry, `/metrics`,
-//!   `/healthz`, `/readyz`.
+//!   `/healthz`, `/readyz`, and `telemetry::events`, the internal-events
+//!   catalogue: one type per occurrence writes its log line and its metric.
 //! - `app`: wiring, summary, rejects; `app::pipeline` is the pure core composed
-//!   (shared by replay and live); `app::live` is `ccwatch run`; `app::produce`
-//!   and `app::demo` load archives into Kafka and run the embedded demo.
-//! - `config` (`config::live`: Kafka, sinks, metrics, secrets), `cli`,
-//!   `generate` (benchmark archive generator).
+//!   (shared by replay and live); `app::live` is `ccwatch run` (build, turn,
+//!   shutdown); `app::produce` and `app::demo` load archives into Kafka and
+//!   run the embedded demo.
+//! - `config` (`config::live`: Kafka, sinks, dead letters, metrics, secrets),
+//!   `cli`, `generate` (benchmark archive generator).
 
 pub mod app;
 pub mod cli;

@@ -10,8 +10,8 @@ use ccwatch::app::live::{self, RunOptions, Started};
 use ccwatch::app::produce;
 use ccwatch::config::live::{SinkConfig, SinkKind, WebhookStyle};
 use ccwatch::config::Config;
+use ccwatch::event::Format;
 use ccwatch::event::Severity;
-use ccwatch::sink::encode::Format;
 use ccwatch::telemetry::Metrics;
 use common::*;
 use rdkafka::mocking::MockCluster;
@@ -729,4 +729,43 @@ async fn an_oversized_undecodable_message_is_dead_lettered_truncated() {
     assert_eq!(d.headers.get("ccwatch.original_sha256"), Some(&hash));
     assert!(d.value.len() < 1_000_000 && garbage.starts_with(&d.value), "the leading bytes, cut to fit");
     assert_eq!(d.headers.get("ccwatch.source.offset").map(String::as_str), Some("0"));
+}
+
+/// A message the broker will not serve to this consumer (larger than its
+/// `receive.message.max.bytes`) stops its partition: the lag keeps counting
+/// it and, after `stall_after`, `ccwatch_partition_stalled` turns 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_stuck_behind_an_unservable_message_is_reported_stalled() {
+    let (t, _c, bootstrap, _) = empty_cluster(1);
+    let big: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("message.max.bytes", "10000000")
+        .create()
+        .unwrap();
+    let mut huge = b"{\"pad\": \"".to_vec();
+    huge.resize(3_000_000, b'x');
+    let units = vec![
+        grant(1, "10.0.0.1", "2024-07-09T10:00:00Z"),
+        produce::Unit { value: huge, key: None, time: None },
+        grant(2, "10.0.0.2", "2024-07-09T10:01:00Z"),
+    ];
+    produce::send(&big, &t.logins, &units).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = live_config(&bootstrap, &t, vec![file_sink(&dir.path().join("a.jsonl"))]);
+    {
+        let k = cfg.live.kafka.as_mut().unwrap();
+        k.stall_after = std::time::Duration::from_secs(2);
+        k.lag_interval = std::time::Duration::from_millis(300);
+        k.consumer.push(("message.max.bytes".into(), "100000".into()));
+        k.consumer.push(("fetch.max.bytes".into(), "100000".into()));
+        k.consumer.push(("receive.message.max.bytes".into(), "200000".into()));
+    }
+    let run = start(cfg).await;
+    let series = format!(r#"ccwatch_partition_stalled{{partition="0",topic="{}"}}"#, t.logins);
+    eventually(60, "the partition reported stalled", || async { metric(&scrape(&run).await, &series) == 1.0 }).await;
+    let m = scrape(&run).await;
+    let lag = metric(&m, &format!(r#"ccwatch_consumer_lag_messages{{partition="0",topic="{}"}}"#, t.logins));
+    assert!(lag >= 2.0, "the stuck message and the one after it are lag: {lag}\n{m}");
+    run.token.cancel();
+    run.task.await.unwrap().unwrap();
 }

@@ -641,6 +641,8 @@ struct Run {
     producer: Option<FutureProducer>,
     server: tokio::task::JoinHandle<()>,
     metrics_addr: std::net::SocketAddr,
+    /// The lag and stall watcher, and its stop flag.
+    lag_watch: (Arc<AtomicBool>, std::thread::JoinHandle<()>),
     was_caught_up: bool,
     gauges_at: Instant,
 }
@@ -702,8 +704,7 @@ impl Run {
             tracing::info!(?applied, "Inventory baseline applied.");
         }
 
-        let login =
-            Arc::new(kafka::login_consumer(&k, metrics.clone()).context("cannot create the login consumer")?);
+        let login = Arc::new(kafka::login_consumer(&k).context("cannot create the login consumer")?);
         kafka::check_topics(&login, &written_topics(cfg, &k))?;
         let mut audit_progress = AuditProgress::default();
         let audit = match &k.audit_topic {
@@ -714,6 +715,11 @@ impl Run {
             }
             None => None,
         };
+        let watched: Vec<Arc<LiveConsumer>> = std::iter::once(login.clone()).chain(audit.clone()).collect();
+        let lag_stop = Arc::new(AtomicBool::new(false));
+        let lag_watch =
+            kafka::spawn_lag_watch(watched, metrics.clone(), k.lag_interval, k.stall_after, lag_stop.clone())
+                .context("cannot start the lag thread")?;
         let gauges = PauseGauges { paused: metrics.intake_paused.clone(), pauses: metrics.intake_pauses.clone() };
         let intake = Intake::spawn(login.clone(), audit, gauges).context("cannot start the intake thread")?;
         let live = Live {
@@ -738,7 +744,17 @@ impl Run {
             early_closes_seen: 0,
             report: RunReport::default(),
         };
-        Ok(Run { live, intake, login, producer, server, metrics_addr, was_caught_up: false, gauges_at: Instant::now() })
+        Ok(Run {
+            live,
+            intake,
+            login,
+            producer,
+            server,
+            metrics_addr,
+            lag_watch: (lag_stop, lag_watch),
+            was_caught_up: false,
+            gauges_at: Instant::now(),
+        })
     }
 
     /// One turn: take what intake has queued (up to `BATCH` messages), run
@@ -791,9 +807,10 @@ impl Run {
     /// received, delivers, commits and flushes. What the merge still holds
     /// stays uncommitted and is read again on restart.
     async fn shutdown(self, shutdown: &CancellationToken, mut failed: Option<String>) -> anyhow::Result<RunReport> {
-        let Run { mut live, mut intake, login, producer, server, .. } = self;
+        let Run { mut live, mut intake, login, producer, server, lag_watch, .. } = self;
         live.health.ready.store(false, Ordering::Relaxed);
         intake.stop();
+        lag_watch.0.store(true, Ordering::Relaxed);
         if failed.is_none() {
             while let Some(c) = intake.rx.recv().await {
                 live.on_chunk(c);
@@ -806,7 +823,11 @@ impl Run {
             }
         }
         // Dropping the receiver ends the thread even if it is blocked sending.
-        let _ = tokio::task::spawn_blocking(move || intake.join()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            intake.join();
+            let _ = lag_watch.1.join();
+        })
+        .await;
         live.update_gauges();
         match login.commit_consumer_state(CommitMode::Sync) {
             Ok(()) => live.report.offsets_committed = true,

@@ -87,7 +87,8 @@ pub struct RawKafka {
     /// Where a new group starts on the login topic: `earliest` or `latest`.
     #[serde(default = "default_offset_reset")]
     pub auto_offset_reset: String,
-    /// librdkafka statistics period, for consumer-lag gauges (0 disables).
+    /// How often consumer lag is measured and stalls are checked, in
+    /// milliseconds (0: every 5 s).
     #[serde(default = "default_stats_ms")]
     pub statistics_interval_ms: u32,
     /// Received records held for event-time ordering before the oldest is
@@ -271,6 +272,8 @@ pub struct KafkaConfig {
     pub warmup_messages: i64,
     /// A partition with lag and no progress for this long is reported stalled.
     pub stall_after: std::time::Duration,
+    /// How often lag is measured and stalls checked.
+    pub lag_interval: std::time::Duration,
     /// Every librdkafka property to set on clients (bootstrap, TLS, SASL,
     /// statistics), secrets included; shown only through `Debug` redaction.
     pub client: Vec<(String, ClientValue)>,
@@ -381,9 +384,6 @@ fn kafka_config(k: &RawKafka, problems: &mut Vec<String>) -> KafkaConfig {
         problems.push("kafka.bootstrap_servers is empty".into());
     }
     client.push(("bootstrap.servers".into(), ClientValue::Plain(k.bootstrap_servers.clone())));
-    if k.statistics_interval_ms > 0 {
-        client.push(("statistics.interval.ms".into(), ClientValue::Plain(k.statistics_interval_ms.to_string())));
-    }
     for (key, v) in plain_properties("properties", &k.properties, problems) {
         if key == "bootstrap.servers" || key == "group.id" {
             problems.push(format!("kafka.properties.{key:?} is set by its own key in [kafka]"));
@@ -434,6 +434,10 @@ fn kafka_config(k: &RawKafka, problems: &mut Vec<String>) -> KafkaConfig {
         max_pending: k.max_pending,
         warmup_messages: i64::try_from(k.warmup_messages).unwrap_or(i64::MAX),
         stall_after: std::time::Duration::from_secs(k.stall_after_secs.max(1)),
+        lag_interval: std::time::Duration::from_millis(match k.statistics_interval_ms {
+            0 => 5000,
+            ms => u64::from(ms),
+        }),
         client,
         consumer,
         producer,

@@ -123,8 +123,10 @@ impl Correlator {
         self.pairs.iter().map(|(_, p)| p.ips.len()).sum()
     }
 
-    /// What correlation knows at the event's time, fully described.
-    pub fn observe(&mut self, ev: &NormalizedEvent) -> Option<Observation> {
+    /// What correlation knows at the event's time, fully described: the
+    /// tests' one-step form of `observe_facts` + `describe_grant`.
+    #[cfg(test)]
+    pub(crate) fn observe(&mut self, ev: &NormalizedEvent) -> Option<Observation> {
         let mut obs = self.observe_facts(ev)?;
         if let Observation::Grant(g) = &mut obs {
             self.describe_grant(g);

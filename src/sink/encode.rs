@@ -4,8 +4,7 @@
 //! schema 1.3); ECS puts ccwatch-specific fields under `ccwatch.*`. Key order is
 //! fixed (serde_json `preserve_order`), so output is byte-identical per input.
 
-pub use crate::event::Format;
-use crate::event::{Alert, EmitKind, Severity};
+use crate::event::{Alert, EmitKind, Format, Severity};
 use serde_json::{json, Value};
 
 fn epoch_ms(a: &Alert) -> (i64, i64) {

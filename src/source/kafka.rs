@@ -1,5 +1,6 @@
 //! Kafka consumers for live mode, and the librdkafka context that routes its
-//! logs, statistics and rebalances into tracing, metrics and the run loop.
+//! logs and rebalances into tracing and the run loop; a watcher thread
+//! measures lag and stalls against the broker's watermarks.
 //!
 //! Two consumers, by design:
 //! - **logins**: a consumer group (`kafka.group_id`) subscribed to the login
@@ -30,7 +31,6 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
 use rdkafka::error::KafkaResult;
-use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
@@ -60,7 +60,6 @@ pub struct Assigned {
 /// The librdkafka context: logs → tracing, statistics → lag gauges,
 /// rebalances → a queue the run loop drains.
 pub struct Context {
-    metrics: Arc<Metrics>,
     topic: String,
     /// Messages to re-read before a committed offset on assignment (0: none).
     warmup: i64,
@@ -68,22 +67,70 @@ pub struct Context {
     /// Set when `assignments` has something: checked after every message
     /// without taking the lock.
     pending: AtomicBool,
-    /// Per-partition progress, for stall detection.
-    stalls: Mutex<Stalls>,
 }
 
-/// A partition's lag: its end (`ls_offset` under read_committed, else the
-/// high watermark) minus the consumer's position. The position is the next
-/// offset the application will read, else the committed offset, else the
-/// low watermark, so a partition with nothing consumed and nothing committed
-/// still counts its whole content. `None` while the end is unknown.
-pub fn partition_lag(p: &rdkafka::statistics::Partition) -> Option<i64> {
-    let end = if p.ls_offset >= 0 { p.ls_offset } else { p.hi_offset };
-    if end < 0 {
-        return None;
-    }
-    let position = [p.app_offset, p.committed_offset, p.lo_offset].into_iter().find(|o| *o >= 0).unwrap_or(0);
-    Some((end - position).max(0))
+/// A partition's lag: its high watermark minus the consumer's position, or
+/// the committed offset when nothing was consumed yet, or the low watermark
+/// when nothing is committed either; so every assigned partition counts,
+/// including one stuck before its first message.
+pub fn partition_lag(low: i64, high: i64, position: Option<i64>, committed: Option<i64>) -> (i64, i64) {
+    let pos = position.or(committed).unwrap_or(low).max(low);
+    (pos, (high - pos).max(0))
+}
+
+/// Measures lag and watches for stalls on every assigned partition of the
+/// given consumers, every `period`, on a thread of its own: the consumer's
+/// position (`position()`) against the broker's watermarks (a ListOffsets
+/// request, not librdkafka's statistics, whose high watermark only moves
+/// when a fetch succeeds, so a message the broker will not serve would hide
+/// its own lag). Stops when `stop` is set.
+pub fn spawn_lag_watch(
+    consumers: Vec<Arc<LiveConsumer>>,
+    metrics: Arc<Metrics>,
+    period: Duration,
+    stall_after: Duration,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("ccwatch-lag".into()).spawn(move || {
+        let mut stalls = Stalls::new(stall_after);
+        let timeout = Duration::from_secs(5);
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            for c in &consumers {
+                let Ok(positions) = c.position() else { continue };
+                for e in positions.elements() {
+                    let (topic, p) = (e.topic(), e.partition());
+                    let Ok((low, high)) = c.fetch_watermarks(topic, p, timeout) else { continue };
+                    let position = match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    };
+                    let committed = if position.is_none() {
+                        let mut tpl = TopicPartitionList::new();
+                        tpl.add_partition(topic, p);
+                        c.committed_offsets(tpl, timeout).ok().and_then(|t| {
+                            match t.find_partition(topic, p)?.offset() {
+                                Offset::Offset(o) => Some(o),
+                                _ => None,
+                            }
+                        })
+                    } else {
+                        None
+                    };
+                    let (pos, lag) = partition_lag(low, high, position, committed);
+                    metrics.consumer_lag.with_label_values(&[topic, &p.to_string()]).set(lag);
+                    if let Some(stalled) = stalls.observe(topic, p, pos, lag, now) {
+                        let for_secs = stalls.idle_for(topic, p, now).as_secs();
+                        PartitionStalled { topic, partition: p, lag, stalled, for_secs }.emit(&metrics);
+                    }
+                }
+            }
+            let next = now + period;
+            while Instant::now() < next && !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    })
 }
 
 /// Which partitions have lag but no progress for `after`.
@@ -120,14 +167,12 @@ impl Stalls {
 }
 
 impl Context {
-    pub fn new(metrics: Arc<Metrics>, topic: &str) -> Context {
+    pub fn new(topic: &str) -> Context {
         Context {
-            metrics,
             topic: topic.to_string(),
             warmup: 0,
             assignments: Mutex::new(Vec::new()),
             pending: AtomicBool::new(false),
-            stalls: Mutex::new(Stalls::new(Duration::from_secs(120))),
         }
     }
 
@@ -176,27 +221,6 @@ impl ClientContext for Context {
                 tracing::info!(facility = fac, message = log_message, "librdkafka notice.")
             }
             RDKafkaLogLevel::Debug => tracing::debug!(facility = fac, message = log_message, "librdkafka debug."),
-        }
-    }
-
-    fn stats(&self, stats: Statistics) {
-        let now = Instant::now();
-        let mut stalls = self.stalls.lock().unwrap_or_else(|e| e.into_inner());
-        for (name, topic) in &stats.topics {
-            for (id, p) in &topic.partitions {
-                // -1 is librdkafka's internal unassigned partition; `desired`
-                // marks the partitions in this consumer's assignment.
-                if *id < 0 || !p.desired {
-                    continue;
-                }
-                let Some(lag) = partition_lag(p) else { continue };
-                self.metrics.consumer_lag.with_label_values(&[name.as_str(), &id.to_string()]).set(lag);
-                let position = [p.app_offset, p.committed_offset, p.lo_offset].into_iter().find(|o| *o >= 0);
-                if let Some(stalled) = stalls.observe(name, *id, position.unwrap_or(0), lag, now) {
-                    let for_secs = stalls.idle_for(name, *id, now).as_secs();
-                    PartitionStalled { topic: name, partition: *id, lag, stalled, for_secs }.emit(&self.metrics);
-                }
-            }
         }
     }
 
@@ -327,7 +351,7 @@ pub fn producer_config(k: &KafkaConfig, defaults: &[(&str, &str)]) -> ClientConf
 }
 
 /// The group consumer for login records.
-pub fn login_consumer(k: &KafkaConfig, metrics: Arc<Metrics>) -> KafkaResult<LiveConsumer> {
+pub fn login_consumer(k: &KafkaConfig) -> KafkaResult<LiveConsumer> {
     let mut cfg = consumer_config(k);
     if let Some(id) = &k.group_instance_id {
         cfg.set("group.instance.id", id);
@@ -339,11 +363,7 @@ pub fn login_consumer(k: &KafkaConfig, metrics: Arc<Metrics>) -> KafkaResult<Liv
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", &k.auto_offset_reset)
-        .create_with_context(Context {
-            warmup: k.warmup_messages,
-            stalls: Mutex::new(Stalls::new(k.stall_after)),
-            ..Context::new(metrics, &k.login_topic)
-        })?;
+        .create_with_context(Context { warmup: k.warmup_messages, ..Context::new(&k.login_topic) })?;
     consumer.subscribe(&[k.login_topic.as_str()])?;
     Ok(consumer)
 }
@@ -355,10 +375,7 @@ pub fn audit_consumer(k: &KafkaConfig, topic: &str, metrics: Arc<Metrics>) -> an
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
-        .create_with_context(Context {
-            stalls: Mutex::new(Stalls::new(k.stall_after)),
-            ..Context::new(metrics.clone(), topic)
-        })?;
+        .create_with_context(Context::new(topic))?;
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(|e| anyhow::anyhow!("cannot read metadata of audit topic {topic}: {e}"))?;
@@ -464,27 +481,12 @@ mod tests {
         );
     }
 
-    fn partition(hi: i64, app: i64, committed: i64, lo: i64) -> rdkafka::statistics::Partition {
-        let mut p: rdkafka::statistics::Partition = serde_json::from_value(serde_json::json!({
-            "partition": 0, "broker": 1, "leader": 1, "desired": true, "unknown": false, "msgq_cnt": 0,
-            "msgq_bytes": 0, "xmit_msgq_cnt": 0, "xmit_msgq_bytes": 0, "fetchq_cnt": 0, "fetchq_size": 0,
-            "fetch_state": "active", "query_offset": 0, "next_offset": 0, "app_offset": -1, "stored_offset": -1,
-            "committed_offset": -1, "eof_offset": -1, "lo_offset": -1, "hi_offset": -1, "ls_offset": -1,
-            "consumer_lag": -1, "consumer_lag_stored": -1, "txmsgs": 0, "txbytes": 0, "rxmsgs": 0, "rxbytes": 0,
-            "msgs": 0, "rx_ver_drops": 0, "msgs_inflight": 0, "next_ack_seq": 0, "next_err_seq": 0, "acked_msgid": 0
-        }))
-        .unwrap();
-        (p.hi_offset, p.app_offset, p.committed_offset, p.lo_offset) = (hi, app, committed, lo);
-        p
-    }
-
     #[test]
     fn every_assigned_partition_has_a_lag() {
-        assert_eq!(partition_lag(&partition(20_642, -1, -1, 0)), Some(20_642), "nothing consumed or committed");
-        assert_eq!(partition_lag(&partition(100, -1, 40, 0)), Some(60), "from the committed offset");
-        assert_eq!(partition_lag(&partition(100, 90, 40, 0)), Some(10), "from the position");
-        assert_eq!(partition_lag(&partition(100, -1, -1, 30)), Some(70), "retention moved the start");
-        assert_eq!(partition_lag(&partition(-1, -1, -1, -1)), None);
+        assert_eq!(partition_lag(0, 20_642, None, None), (0, 20_642), "nothing consumed or committed");
+        assert_eq!(partition_lag(0, 100, None, Some(40)), (40, 60), "from the committed offset");
+        assert_eq!(partition_lag(0, 100, Some(90), Some(40)), (90, 10), "from the position");
+        assert_eq!(partition_lag(30, 100, None, Some(10)), (30, 70), "retention moved the start past the commit");
     }
 
     #[test]

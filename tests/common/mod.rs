@@ -6,8 +6,8 @@
 
 use ccwatch::config::live::{KafkaConfig, SinkConfig, SinkKind};
 use ccwatch::config::Config;
+use ccwatch::event::Format;
 use ccwatch::event::Severity;
-use ccwatch::sink::encode::Format;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
