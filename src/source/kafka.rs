@@ -57,7 +57,7 @@ pub struct Assigned {
     pub warmup_from: Option<i64>,
 }
 
-/// The librdkafka context: logs → tracing, statistics → lag gauges,
+/// The librdkafka context: logs → tracing,
 /// rebalances → a queue the run loop drains.
 pub struct Context {
     topic: String,
@@ -146,7 +146,7 @@ impl Stalls {
         Stalls { after, seen: HashMap::new() }
     }
 
-    /// One statistics sample; `Some(stalled)` when the partition's state changed.
+    /// One lag sample; `Some(stalled)` when the partition's state changed.
     pub fn observe(&mut self, topic: &str, partition: i32, position: i64, lag: i64, now: Instant) -> Option<bool> {
         let e = self.seen.entry((topic.to_string(), partition)).or_insert((position, now, false));
         if position != e.0 || lag == 0 {
@@ -310,7 +310,7 @@ impl ConsumerContext for Context {
 
 pub type LiveConsumer = StreamConsumer<Context>;
 
-/// Client settings shared by every client (bootstrap, TLS, SASL, statistics).
+/// Client settings shared by every client (bootstrap, TLS, SASL).
 pub fn client_config(k: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     for (key, v) in &k.client {
@@ -474,7 +474,7 @@ mod tests {
         assert_eq!(p.get("acks"), Some("all"));
         let c = consumer_config(&k);
         assert_eq!(c.get("fetch.wait.max.ms"), Some("100"));
-        assert_eq!(c.get("statistics.interval.ms"), Some("500"), "consumers report lag from statistics");
+        assert_eq!(c.get("statistics.interval.ms"), None, "lag comes from the watcher, not statistics");
         assert_eq!(
             consumer_config(&KafkaConfig::plaintext("b:1", "g", "l", None, None, 0)).get("fetch.wait.max.ms"),
             Some("10")
