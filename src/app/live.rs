@@ -1,17 +1,23 @@
 //! `ccwatch run`: the live shell. Kafka consumers → decode → event-time merge
 //! → the same `Pipeline` replay uses → sinks → offset store.
 //!
-//! Three threads: intake's receive and decode threads (`source::intake`),
-//! and this loop, which owns all state (merge, correlator, sinks, offsets): there is no
-//! shared mutable state but metrics. Each turn of the loop takes the decoded
-//! messages intake has queued (up to `BATCH`), releases what the merge
-//! allows, runs it through the pipeline, hands the resulting alerts and dead
-//! letters to every sink, and only then stores offsets for the messages whose
-//! records are all done. A failing sink stops the loop where it is: nothing
-//! further is consumed or stored until it accepts, so delivery is
-//! at-least-once and in order per partition. Offsets the broker never
-//! delivers (see `Offsets::open`) are counted and logged: at-least-once can
-//! only cover what arrives, so what does not arrive must at least be seen.
+//! Built by `Run::build`, driven by `Run::turn`, ended by `Run::shutdown`.
+//! Four threads: intake's receive and decode threads (`source::intake`), the
+//! lag watcher (`source::kafka::spawn_lag_watch`), and this loop, which owns
+//! all state (`Live`: merge, correlator, sinks, ledger): there is no shared
+//! mutable state but metrics. Each turn takes the decoded messages intake has
+//! queued (up to `BATCH`), releases what the merge allows, runs it through
+//! the pipeline, hands the resulting alerts and dead letters to every sink,
+//! and only then stores offsets for the messages whose records are all done.
+//! A transiently failing sink stops the loop where it is: nothing further is
+//! consumed or stored until it accepts, so delivery is at-least-once and in
+//! order per partition; an alert a sink refuses for good goes to the alert
+//! dead letter when one is configured. Offsets the broker never delivers
+//! (see `Ledger::open`) are counted and logged: at-least-once can only cover
+//! what arrives, so what does not arrive must at least be seen. What happens
+//! is reported through `telemetry::events`, which writes each log line with
+//! its metric; the per-record consumed and grant counters keep resolved
+//! handles (`Counters`) because they run for every record.
 //!
 //! Setup-audit records skip the merge: the correlator keeps them on an
 //! event-time timeline and scores each grant as of its own time, so they are
@@ -47,9 +53,9 @@ use crate::source::ledger::{Ledger, Ticket};
 use crate::source::merge::{Merge, Stream};
 use crate::source::replay::{discover, Side};
 use crate::telemetry::events::{
-    AlertDeadLetterFailed, AlertsDeadLettered, DeadLetterFailed, InternalEvent, LogLimiter, OffsetGap,
-    PartitionsAssigned, PartitionsRevoked, RecordRejected, RecordsDeadLettered, RedeliverySkipped, SinkDelivered,
-    SinkFailed, SinkRetried,
+    AlertDeadLetterFailed, AlertLine, AlertsDeadLettered, DeadLetterFailed, InternalEvent, LogLimiter, OffsetGap,
+    OffsetStored, PartitionsAssigned, PartitionsRevoked, RecordFinished, RecordRejected, RecordReleased,
+    RecordsDeadLettered, RedeliverySkipped, SinkDelivered, SinkFailed, SinkRetried, WarmupRecord,
 };
 use crate::telemetry::server::Health;
 use crate::telemetry::Metrics;
@@ -183,15 +189,13 @@ fn take_outputs(outputs: &mut Vec<Output>, turn: &mut Turn, metrics: &Metrics, w
     for (emit, write) in outputs.drain(..) {
         let kind = match emit.kind {
             EmitKind::Raised | EmitKind::ScoreRose if warm => continue,
-            EmitKind::Raised => {
-                metrics.alerts_raised.with_label_values(&[emit.alert.rule.id(), emit.alert.severity.label()]).inc();
-                "raised"
-            }
+            EmitKind::Raised => "raised",
             EmitKind::ScoreRose => "score_rose",
             EmitKind::Closed => "closed",
         };
         if write {
-            metrics.alert_updates.with_label_values(&[kind]).inc();
+            let raised = (emit.kind == EmitKind::Raised).then(|| (emit.alert.rule.id(), emit.alert.severity.label()));
+            AlertLine { kind, raised }.emit(metrics);
             turn.emits.push(emit);
         }
     }
@@ -326,7 +330,7 @@ impl Live {
         let mut latest = None;
         let mut events = 0u32;
         for d in records {
-            self.metrics.warmup_records.inc();
+            WarmupRecord.emit(&self.metrics);
             match d {
                 Decoded::Event(ev) => {
                     events += 1;
@@ -383,12 +387,7 @@ impl Live {
     /// pipeline.
     fn process(&mut self) {
         while let Some(r) = self.merge.pop_ready() {
-            if r.late {
-                self.metrics.out_of_order.inc();
-            }
-            if r.forced {
-                self.metrics.forced_releases.inc();
-            }
+            RecordReleased { late: r.late, forced: r.forced }.emit(&self.metrics);
             self.pipeline.process(&r.item.ev, &mut self.outputs);
             if !r.item.warm {
                 self.turn.done.push(Done { ticket: Some(r.item.ticket), received: r.item.received });
@@ -505,18 +504,14 @@ impl Live {
             if let Some(t) = d.ticket {
                 self.ledger.finish(t);
             }
-            self.metrics.processing_latency.observe(d.received.elapsed().as_secs_f64());
+            RecordFinished { latency: d.received.elapsed() }.emit(&self.metrics);
         }
         for s in self.ledger.storable() {
             let p = s.partition;
             // store_offset takes the offset of the last processed message.
-            match consumer.store_offset(&self.login_topic, p, s.next - 1) {
-                Ok(()) => self.metrics.offsets_stored.inc(),
-                Err(e) => {
-                    self.metrics.offset_store_failures.inc();
-                    tracing::debug!(partition = p, error = %e, "Offset not stored (partition no longer assigned?).");
-                }
-            }
+            let stored = consumer.store_offset(&self.login_topic, p, s.next - 1);
+            OffsetStored { partition: p, error: stored.as_ref().err().map(|e| e as &dyn std::fmt::Display) }
+                .emit(&self.metrics);
         }
     }
 

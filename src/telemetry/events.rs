@@ -258,6 +258,78 @@ impl InternalEvent for PartitionStalled<'_> {
     }
 }
 
+/// An alert line goes to the sinks (`kind`: raised, score_rose, closed).
+pub struct AlertLine<'a> {
+    pub kind: &'static str,
+    /// Rule and severity, for a newly raised alert.
+    pub raised: Option<(&'a str, &'a str)>,
+}
+
+impl InternalEvent for AlertLine<'_> {
+    fn emit(self, m: &Metrics) {
+        if let Some((rule, severity)) = self.raised {
+            m.alerts_raised.with_label_values(&[rule, severity]).inc();
+        }
+        m.alert_updates.with_label_values(&[self.kind]).inc();
+    }
+}
+
+/// The merge released a record: after a later one (`late`), or before its
+/// turn because `kafka.max_pending` was reached (`forced`).
+pub struct RecordReleased {
+    pub late: bool,
+    pub forced: bool,
+}
+
+impl InternalEvent for RecordReleased {
+    fn emit(self, m: &Metrics) {
+        if self.late {
+            m.out_of_order.inc();
+        }
+        if self.forced {
+            m.forced_releases.inc();
+        }
+    }
+}
+
+/// A message's records are all delivered: its processing latency.
+pub struct RecordFinished {
+    pub latency: Duration,
+}
+
+impl InternalEvent for RecordFinished {
+    fn emit(self, m: &Metrics) {
+        m.processing_latency.observe(self.latency.as_secs_f64());
+    }
+}
+
+/// An offset was stored for the next commit, or refused.
+pub struct OffsetStored<'a> {
+    pub partition: i32,
+    pub error: Option<&'a dyn std::fmt::Display>,
+}
+
+impl InternalEvent for OffsetStored<'_> {
+    fn emit(self, m: &Metrics) {
+        match self.error {
+            None => m.offsets_stored.inc(),
+            Some(e) => {
+                m.offset_store_failures.inc();
+                tracing::debug!(partition = self.partition, error = %e, "Offset not stored (partition no longer assigned?).");
+            }
+        }
+    }
+}
+
+/// A login record re-read below a committed offset to rebuild state.
+pub struct WarmupRecord;
+
+impl InternalEvent for WarmupRecord {
+    fn emit(self, m: &Metrics) {
+        m.warmup_records.inc();
+    }
+}
+
 /// At most one log line per key and period; counts what it held back.
 pub struct LogLimiter {
     period: Duration,
