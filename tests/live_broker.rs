@@ -302,6 +302,30 @@ fn archive(dir: &Path, events: u64) -> (String, Vec<String>) {
     (logins, others)
 }
 
+/// Fresh topics on `bootstrap` holding a generated archive of `events` login
+/// records (and its audit and inventory records), with a sentinel in every
+/// login partition; returns the topics and the archive's directory.
+async fn loaded(bootstrap: &str, events: u64) -> (Topics, tempfile::TempDir) {
+    let t = Topics::new();
+    topics_for(bootstrap, &t).await;
+    let data = tempfile::tempdir().unwrap();
+    let (logins, others) = archive(data.path(), events);
+    let others: Vec<&str> = others.iter().map(String::as_str).collect();
+    produce(bootstrap, &t.audit, &others);
+    produce(bootstrap, &t.logins, &[&logins]);
+    to_partitions(bootstrap, &t.logins, &[sentinel(0), sentinel(1), sentinel(2)]).await;
+    (t, data)
+}
+
+/// A slow-able webhook sink named `slow` and a file sink named `name` at `file`.
+fn webhook_and_file(hook_url: &str, name: &str, file: &Path) -> String {
+    format!(
+        "[[sinks]]\ntype = \"webhook\"\nname = \"slow\"\nurl = \"{hook_url}\"\ntimeout_ms = 2000\nbackoff_ms = 50\n\n\
+         [[sinks]]\ntype = \"file\"\nname = \"{name}\"\npath = \"{}\"\n",
+        file.display()
+    )
+}
+
 /// The state of every alert as its last line says: id → (score, severity,
 /// count, factor ids).
 type Final = std::collections::BTreeMap<String, (f64, String, u64, Vec<String>)>;
@@ -383,24 +407,13 @@ async fn sigkill_and_a_static_member_restart_end_as_replay_does() {
 
 async fn stop_and_restart(sig: &str, session_ms: u64, instance: Option<&str>) {
     let bootstrap = broker();
-    let t = Topics::new();
-    topics_for(&bootstrap, &t).await;
-    let data = tempfile::tempdir().unwrap();
-    let (logins, others) = archive(data.path(), 30_000);
-    let others: Vec<&str> = others.iter().map(String::as_str).collect();
-    produce(&bootstrap, &t.audit, &others);
-    produce(&bootstrap, &t.logins, &[&logins]);
-    to_partitions(&bootstrap, &t.logins, &[sentinel(0), sentinel(1), sentinel(2)]).await;
+    let (t, data) = loaded(&bootstrap, 30_000).await;
     // A slow webhook keeps the first run mid-stream when it is killed.
     let hook = Hook::default();
     let hook_url = hook.start().await;
     let dir = tempfile::tempdir().unwrap();
     let witness = dir.path().join("witness.jsonl");
-    let slow = format!(
-        "[[sinks]]\ntype = \"webhook\"\nname = \"slow\"\nurl = \"{hook_url}\"\ntimeout_ms = 2000\nbackoff_ms = 50\n\n\
-         [[sinks]]\ntype = \"file\"\nname = \"witness\"\npath = \"{}\"\n",
-        witness.display()
-    );
+    let slow = webhook_and_file(&hook_url, "witness", &witness);
     // The restart re-reads what the first run delivered, to rebuild correlation state.
     let kafka_extra = instance.map(|i| format!("group_instance_id = \"{i}\"")).unwrap_or_default();
     let cfg = write_config_full(dir.path(), &bootstrap, &t, free_port(), 100_000, session_ms, &kafka_extra, &slow);
@@ -490,14 +503,7 @@ async fn stop_and_restart(sig: &str, session_ms: u64, instance: Option<&str>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_during_warm_up_writes_no_partial_alert() {
     let bootstrap = broker();
-    let t = Topics::new();
-    topics_for(&bootstrap, &t).await;
-    let data = tempfile::tempdir().unwrap();
-    let (logins, others) = archive(data.path(), 30_000);
-    let others: Vec<&str> = others.iter().map(String::as_str).collect();
-    produce(&bootstrap, &t.audit, &others);
-    produce(&bootstrap, &t.logins, &[&logins]);
-    to_partitions(&bootstrap, &t.logins, &[sentinel(0), sentinel(1), sentinel(2)]).await;
+    let (t, data) = loaded(&bootstrap, 30_000).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("alerts.jsonl");
     let sinks = format!("[[sinks]]\ntype = \"file\"\nname = \"f\"\npath = \"{}\"\n", file.display());
@@ -622,14 +628,7 @@ async fn a_partition_lagging_behind_the_others_still_ends_as_replay_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebalance_between_two_instances_ends_as_replay_does() {
     let bootstrap = broker();
-    let t = Topics::new();
-    topics_for(&bootstrap, &t).await;
-    let data = tempfile::tempdir().unwrap();
-    let (logins, others) = archive(data.path(), 30_000);
-    let others: Vec<&str> = others.iter().map(String::as_str).collect();
-    produce(&bootstrap, &t.audit, &others);
-    produce(&bootstrap, &t.logins, &[&logins]);
-    to_partitions(&bootstrap, &t.logins, &[sentinel(0), sentinel(1), sentinel(2)]).await;
+    let (t, data) = loaded(&bootstrap, 30_000).await;
     let hook = Hook::default();
     let hook_url = hook.start().await;
     let slow = format!(
@@ -778,23 +777,12 @@ async fn a_broker_down_longer_than_the_session_timeout_loses_and_doubles_nothing
     let bootstrap = format!("127.0.0.1:{port}");
     let mut broker = own_broker(home.path(), port);
     eventually(30, "the broker to listen", || async { std::net::TcpStream::connect(bootstrap.as_str()).is_ok() }).await;
-    let t = Topics::new();
-    topics_for(&bootstrap, &t).await;
-    let data = tempfile::tempdir().unwrap();
-    let (logins, others) = archive(data.path(), 10_000);
-    let others: Vec<&str> = others.iter().map(String::as_str).collect();
-    produce(&bootstrap, &t.audit, &others);
-    produce(&bootstrap, &t.logins, &[&logins]);
-    to_partitions(&bootstrap, &t.logins, &[sentinel(0), sentinel(1), sentinel(2)]).await;
+    let (t, data) = loaded(&bootstrap, 10_000).await;
     let hook = Hook::default();
     let hook_url = hook.start().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("alerts.jsonl");
-    let sinks = format!(
-        "[[sinks]]\ntype = \"webhook\"\nname = \"slow\"\nurl = \"{hook_url}\"\ntimeout_ms = 2000\nbackoff_ms = 50\n\n\
-         [[sinks]]\ntype = \"file\"\nname = \"f\"\npath = \"{}\"\n",
-        file.display()
-    );
+    let sinks = webhook_and_file(&hook_url, "f", &file);
     let mport = free_port();
     let cfg = write_config(dir.path(), &bootstrap, &t, mport, 100_000, &sinks);
     let want = replay_finals(&cfg, data.path());

@@ -191,24 +191,7 @@ async fn a_failing_webhook_holds_offsets_until_it_recovers() {
     let hook = Hook::default();
     hook.failing.store(true, Ordering::SeqCst);
     let url = hook.start().await;
-    let webhook = SinkConfig {
-        name: "slack".into(),
-        min_severity: Severity::High,
-        format: Format::Native,
-        kind: SinkKind::Webhook {
-            url: Config::parse(&format!("[[sinks]]\ntype = \"webhook\"\nurl = \"{url}\"\n"), "t")
-                .map(|c| match &c.live.sinks[0].kind {
-                    SinkKind::Webhook { url, .. } => url.clone(),
-                    _ => unreachable!(),
-                })
-                .unwrap(),
-            style: WebhookStyle::Slack,
-            timeout_ms: 2000,
-            max_retries: 1,
-            backoff_ms: 10,
-            max_backoff_ms: 20,
-        },
-    };
+    let webhook = webhook("slack", &url, WebhookStyle::Slack, Severity::High, 1, 20);
     let cfg = live_config(&bootstrap, &t, vec![webhook]);
     let run = start(cfg).await;
     eventually(90, "webhook attempts", || async { hook.attempts.load(Ordering::SeqCst) >= 6 }).await;
@@ -516,11 +499,19 @@ async fn audit_records_deleted_by_retention_are_counted() {
     run.task.await.unwrap().unwrap();
 }
 
-/// A JSON webhook sink named `hook` posting to `url`.
-fn json_webhook(url: &str, max_retries: u32) -> SinkConfig {
+/// A webhook sink posting to `url`, retrying `max_retries` times from 10 ms
+/// up to `max_backoff_ms`.
+fn webhook(
+    name: &str,
+    url: &str,
+    style: WebhookStyle,
+    min_severity: Severity,
+    max_retries: u32,
+    max_backoff_ms: u64,
+) -> SinkConfig {
     SinkConfig {
-        name: "hook".into(),
-        min_severity: Severity::Low,
+        name: name.into(),
+        min_severity,
         format: Format::Native,
         kind: SinkKind::Webhook {
             url: Config::parse(&format!("[[sinks]]\ntype = \"webhook\"\nurl = \"{url}\"\n"), "t")
@@ -529,13 +520,18 @@ fn json_webhook(url: &str, max_retries: u32) -> SinkConfig {
                     _ => unreachable!(),
                 })
                 .unwrap(),
-            style: WebhookStyle::Json,
+            style,
             timeout_ms: 2000,
             max_retries,
             backoff_ms: 10,
-            max_backoff_ms: 40,
+            max_backoff_ms,
         },
     }
+}
+
+/// A JSON webhook sink named `hook` posting to `url`.
+fn json_webhook(url: &str, max_retries: u32) -> SinkConfig {
+    webhook("hook", url, WebhookStyle::Json, Severity::Low, max_retries, 40)
 }
 
 fn lines_of(path: &std::path::Path) -> Vec<String> {

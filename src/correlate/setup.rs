@@ -8,7 +8,8 @@
 //! keeps one model at a cursor and moves it: forward by applying records,
 //! backward by restoring the nearest snapshot before the wanted position and
 //! applying forward from there. Snapshots are taken every `SNAPSHOT_EVERY`
-//! records and at most `MAX_SNAPSHOTS` are kept; a rewind past the oldest
+//! timed records (never among the untimed inventory rows, which no question
+//! falls between) and at most `MAX_SNAPSHOTS` are kept; a rewind past the oldest
 //! restarts from the base model. A record inserted behind the cursor (an audit
 //! record that arrives after logins later than it) rewinds the model, so later
 //! questions see it; it is counted as `late` when a login later than it had
@@ -341,6 +342,11 @@ impl Timeline {
     }
 
     fn maybe_snapshot(&mut self) {
+        // Inventory rows carry no time (they sit at the beginning), so no
+        // question is ever answered between two of them: no snapshot there.
+        if self.applied == 0 || self.log[self.applied - 1].0 == EventTime::BEGINNING {
+            return;
+        }
         let due = self.snapshots.back().map_or(0, |(p, _)| *p) + SNAPSHOT_EVERY;
         if self.applied >= due {
             self.snapshots.push_back((self.applied, self.model.clone()));
