@@ -23,7 +23,7 @@ build:
 ## live mode on librdkafka's mock cluster and on a real broker (Tansu, started
 ## by scripts/test-broker.sh, installed on first use).
 test:
-	scripts/test-broker.sh $(CARGO) test --locked --all-targets --features kafka-integration-tests
+	scripts/test-broker.sh $(CARGO) test --locked --all-targets --features kafka-integration-tests --no-fail-fast
 
 ## Formatting and lints, as CI enforces them.
 lint:
