@@ -145,10 +145,6 @@ impl Perms {
         self.0 & other.0 == other.0
     }
 
-    pub fn intersects(self, other: Perms) -> bool {
-        self.0 & other.0 != 0
-    }
-
     pub fn union(self, other: Perms) -> Perms {
         Perms(self.0 | other.0)
     }
