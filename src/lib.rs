@@ -24,7 +24,9 @@
 //!   `Observation`, `Alert`, `Emit` (an alert line to write) and `Format`
 //!   (its encoding), plus key normalisation (`event::keys`), time, ids and
 //!   IP ranges. Stages import `event` and `config`, never each other.
-//! - `decode`: every Salesforce shape → `NormalizedEvent`; rejects with reasons.
+//! - `decode`: every Salesforce shape → `NormalizedEvent` (logins, audit,
+//!   inventory, and post-grant API activity in `decode::activity`); rejects
+//!   with reasons.
 //! - `correlate`: the setup timeline (privileges, profile IP ranges, flow
 //!   set-up, answered as of any event time), IP history and failure windows.
 //! - `score`: factors, weights, severity; `score::aggregate` folds repeats

@@ -665,3 +665,44 @@ fn a_csv_without_its_header_is_rejected_as_such() {
     assert_eq!(count(&stderr, "csv_without_header"), rows.len() as u64, "{stderr}");
     assert_eq!(count(&stderr, "invalid_json"), 0, "{stderr}");
 }
+
+/// Post-grant activity is decoded from every form replay reads (ELF CSV by
+/// header, RTEM records in JSON lines) and counted by kind in the summary.
+#[test]
+fn api_activity_is_decoded_and_counted_by_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    // The reference's illustrative ApiTotalUsage and BulkApi2 rows.
+    std::fs::write(
+        dir.path().join("ApiTotalUsage.csv"),
+        "\"EVENT_TYPE\",\"TIMESTAMP\",\"REQUEST_ID\",\"ORGANIZATION_ID\",\"USER_ID\",\"API_FAMILY\",\"API_VERSION\",\"API_RESOURCE\",\"CLIENT_NAME\",\"HTTP_METHOD\",\"CLIENT_IP\",\"COUNTS_AGAINST_API_LIMIT\",\"CONNECTED_APP_ID\",\"ENTITY_NAME\",\"STATUS_CODE\",\"CONNECTED_APP_NAME\",\"USER_NAME\",\"TIMESTAMP_DERIVED\"\n\
+         \"ApiTotalUsage\",\"20250817111156.004\",\"TID:0000000000a1b2c3d5\",\"00D5j00000DgAYG\",\"005J4000001AbCd\",\"REST\",\"58.0\",\"/v58.0/jobs/query\",\"\",\"POST\",\"208.68.36.90\",\"true\",\"0H45j000000AbCd\",\"Case\",\"200\",\"Drift\",\"drift-int@example.com\",\"2025-08-17T11:11:56.004Z\"\n\
+         \"ApiTotalUsage\",\"20250817111542.118\",\"TID:0000000000a1b2c3d6\",\"00D5j00000DgAYG\",\"005J4000001AbCd\",\"REST\",\"58.0\",\"/v58.0/jobs/query/7505j00000AbCdE\",\"\",\"DELETE\",\"208.68.36.90\",\"true\",\"0H45j000000AbCd\",\"\",\"204\",\"Drift\",\"drift-int@example.com\",\"2025-08-17T11:15:42.118Z\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("BulkApi2.csv"),
+        "\"EVENT_TYPE\",\"TIMESTAMP_DERIVED\",\"USER_ID\",\"JOB_ID\",\"JOB_STATUS\",\"OPERATION_TYPE\",\"ENTITY_TYPE\",\"RECORDS_PROCESSED\",\"LOGIN_KEY\",\"CLIENT_IP\"\n\
+         \"BulkApi2\",\"2025-08-17T11:11:56.100Z\",\"005J4000001AbCd\",\"7505j00000AbCdE\",\"UploadComplete\",\"query\",\"Case\",\"\",\"Qv1P3iAGDrGQxSmN\",\"208.68.36.90\"\n\
+         \"BulkApi2\",\"2025-08-17T11:15:18.400Z\",\"005J4000001AbCd\",\"7505j00000AbCdE\",\"JobComplete\",\"query\",\"Case\",\"412977\",\"Qv1P3iAGDrGQxSmN\",\"208.68.36.90\"\n\
+         \"BulkApi2\",\"2025-08-17T11:15:42.120Z\",\"005J4000001AbCd\",\"7505j00000AbCdE\",\"Deleted\",\"query\",\"Case\",\"\",\"Qv1P3iAGDrGQxSmN\",\"208.68.36.90\"\n",
+    )
+    .unwrap();
+    let recon = ["Account", "Contact", "User"].map(|o| {
+        format!(
+            r#"{{"attributes":{{"type":"ApiEvent"}},"EventDate":"2025-08-14T00:17:47.120+0000","ApiType":"REST","Operation":"Query","Query":"SELECT COUNT() FROM {o}","QueriedEntities":"{o}","LoginKey":"Qv1P3iAGDrGQxSmN","SourceIp":"44.215.108.109","UserAgent":"Salesforce-Multi-Org-Fetcher/1.0","UserId":"005J4000001AbCdIAK"}}"#
+        )
+    });
+    std::fs::write(
+        dir.path().join("api-events.jsonl"),
+        recon.join("\n") + "\n{\"attributes\":{\"type\":\"ApiEvent\"}}\n",
+    )
+    .unwrap();
+    let out = ccwatch(&["replay", "--no-progress", dir.path().to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(count(&stderr, "elf_api_total_usage"), 2, "{stderr}");
+    assert_eq!(count(&stderr, "elf_bulk_api2"), 3, "{stderr}");
+    assert_eq!(count(&stderr, "api_event"), 3, "{stderr}");
+    assert_eq!(count(&stderr, "missing_field"), 1, "the record without EventDate: {stderr}");
+    assert!(out.stdout.is_empty(), "activity alone raises no alert yet");
+}

@@ -123,7 +123,7 @@ impl Summary {
                 crate::event::AuditChange::Unparsed => self.audit_unparsed += 1,
                 _ => self.audit_applied += 1,
             },
-            NormalizedEvent::Inventory(_) => {}
+            NormalizedEvent::Inventory(_) | NormalizedEvent::Activity(_) => {}
         }
         *self.read.entry(ev.kind().label()).or_default() += 1;
     }

@@ -13,8 +13,9 @@
 //! Records are sent in event-time order across all inputs unless
 //! `--keep-order` is given: live processing follows arrival order within a
 //! partition, so a backfill should arrive the way Salesforce produced it.
-//! Login records are keyed by user id, so one user's grants stay in one
-//! partition and therefore one instance of a consumer group.
+//! Login and API-activity records that carry a user id are keyed by it, so
+//! one user's grants and what their tokens did stay in one partition and
+//! therefore one instance of a consumer group.
 
 use crate::decode::{self, Decoded};
 use crate::event::{EventTime, NormalizedEvent};
@@ -56,9 +57,12 @@ fn annotate(value: Vec<u8>) -> Unit {
                 if ev.time() != EventTime::BEGINNING {
                     time = time.or(Some(ev.time()));
                 }
-                if let NormalizedEvent::Login(l) = ev {
-                    key = key.or_else(|| l.user_id.map(|u| u.to_string()));
-                }
+                let user = match ev {
+                    NormalizedEvent::Login(l) => l.user_id,
+                    NormalizedEvent::Activity(a) => a.user_id,
+                    _ => None,
+                };
+                key = key.or_else(|| user.map(|u| u.to_string()));
             }
             Decoded::Counted { time: t, .. } => time = time.or(Some(*t)),
             Decoded::Rejected(_) => {}

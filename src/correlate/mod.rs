@@ -150,6 +150,9 @@ impl Correlator {
                 self.setup.as_of(l.time);
                 self.observe_login(l)
             }
+            // Post-grant activity is decoded and counted; following it back
+            // to its grant is the next stage's work, not done yet.
+            NormalizedEvent::Activity(_) => None,
             setup => self.setup.insert(setup),
         }
     }

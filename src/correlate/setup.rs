@@ -98,7 +98,7 @@ impl SetupModel {
                 self.privileges.settle();
                 self.apply_audit(a, escalation_window_ms)
             }
-            NormalizedEvent::Login(_) => None,
+            NormalizedEvent::Login(_) | NormalizedEvent::Activity(_) => None,
         }
     }
 

@@ -15,6 +15,7 @@
 //! skipping their allocations is what keeps replay above a million records a
 //! second. Everything here is pure and synchronous.
 
+pub mod activity;
 pub mod audit;
 pub mod csv;
 pub mod display;
@@ -235,10 +236,12 @@ fn get_path<'a>(obj: &Object<'a>, path: &str) -> Option<Val<'a>> {
 
 fn decode_cometd(channel: &str, data: &Object<'_>, index: Option<u32>, out: &mut Vec<Decoded>) {
     let name = channel.rsplit('/').next().unwrap_or(channel);
-    if !(name.eq_ignore_ascii_case("LoginEventStream") || name.eq_ignore_ascii_case("LoginEvent")) {
+    let activity = activity::kind_of_channel(name);
+    if !(name.eq_ignore_ascii_case("LoginEventStream") || name.eq_ignore_ascii_case("LoginEvent")) && activity.is_none()
+    {
         out.push(Decoded::reject(
             RejectReason::UnsupportedType,
-            format!("CometD channel {channel} is not a login channel"),
+            format!("CometD channel {channel} is not a login or API-activity channel"),
             index,
         ));
         return;
@@ -251,7 +254,10 @@ fn decode_cometd(channel: &str, data: &Object<'_>, index: Option<u32>, out: &mut
         .get("event")
         .and_then(|e| e.as_object())
         .and_then(|e| e.text("EventUuid").or_else(|| e.text("replayId")).map(|s| s.into_owned()));
-    out.push(login::decode(&payload, RecordKind::LoginEventStream, fallback_id.as_deref(), index));
+    out.push(match activity {
+        Some(kind) => activity::decode(&payload, kind, fallback_id.as_deref(), index),
+        None => login::decode(&payload, RecordKind::LoginEventStream, fallback_id.as_deref(), index),
+    });
 }
 
 /// Decodes one flat record (JSON object or CSV row) by `attributes.type` or fields.
@@ -265,14 +271,17 @@ pub fn decode_record<'a, F: Fields<'a>>(f: &F, attr_type: Option<&str>, index: O
             "SetupAuditTrail" => RecordKind::SetupAuditTrail,
             "User" => RecordKind::User,
             "PermissionSetAssignment" => RecordKind::PermissionSetAssignment,
-            other => {
-                out.push(Decoded::reject(
-                    RejectReason::UnsupportedType,
-                    format!("attributes.type {other} is not a login, audit or inventory type"),
-                    index,
-                ));
-                return;
-            }
+            other => match activity::kind_of_type(other) {
+                Some(k) => k,
+                None => {
+                    out.push(Decoded::reject(
+                        RejectReason::UnsupportedType,
+                        format!("attributes.type {other} is not a login, audit, inventory or API-activity type"),
+                        index,
+                    ));
+                    return;
+                }
+            },
         },
         None => match detect_kind(f) {
             Ok(k) => k,
@@ -285,6 +294,7 @@ pub fn decode_record<'a, F: Fields<'a>>(f: &F, attr_type: Option<&str>, index: O
     out.push(match kind {
         RecordKind::SetupAuditTrail => audit::decode(f, index),
         RecordKind::User | RecordKind::PermissionSetAssignment => inventory::decode(f, kind, index),
+        k if k.is_activity() => activity::decode(f, k, None, index),
         _ => login::decode(f, kind, None, index),
     });
 }
@@ -293,15 +303,17 @@ pub fn decode_record<'a, F: Fields<'a>>(f: &F, attr_type: Option<&str>, index: O
 fn detect_kind<'a, F: Fields<'a>>(f: &F) -> Result<RecordKind, Reject> {
     if f.has("EVENT_TYPE") {
         let t = f.text("EVENT_TYPE").unwrap_or_default();
-        return if t == "Login" {
-            Ok(RecordKind::ElfLogin)
-        } else {
-            Err(Reject {
-                reason: RejectReason::UnsupportedType,
-                detail: format!("EventLogFile EVENT_TYPE {t:?} is not Login"),
-                index: None,
-            })
-        };
+        if t == "Login" {
+            return Ok(RecordKind::ElfLogin);
+        }
+        return activity::kind_of_elf(&t).ok_or_else(|| Reject {
+            reason: RejectReason::UnsupportedType,
+            detail: format!("EventLogFile EVENT_TYPE {t:?} is not Login or an API-activity type"),
+            index: None,
+        });
+    }
+    if let Some(k) = activity::detect(f) {
+        return Ok(k);
     }
     if f.has("EventIdentifier") || (f.has("EventDate") && f.has("LoginType")) {
         return Ok(if f.has("ReplayId") || f.has("EventUuid") {

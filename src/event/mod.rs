@@ -31,6 +31,23 @@ pub enum RecordKind {
     SetupAuditTrail,
     User,
     PermissionSetAssignment,
+    /// Real-Time Event Monitoring: `ApiEvent` (stored) and `ApiEventStream`.
+    ApiEvent,
+    ApiEventStream,
+    /// `BulkApiResultEvent` (stream) and `BulkApiResultEventStore`.
+    BulkApiResultEvent,
+    /// `ReportEvent` (stored) and `ReportEventStream`.
+    ReportEvent,
+    /// `ApiAnomalyEventStore` (and its `ApiAnomalyEvent` channel).
+    ApiAnomalyEvent,
+    /// EventLogFile activity types, from CSV or forwarded as JSON objects.
+    ElfApi,
+    ElfRestApi,
+    ElfApiTotalUsage,
+    ElfBulkApi2,
+    ElfBulkApiRequest,
+    ElfReportExport,
+    ElfUniqueQuery,
 }
 
 impl RecordKind {
@@ -44,7 +61,38 @@ impl RecordKind {
             RecordKind::SetupAuditTrail => "setup_audit_trail",
             RecordKind::User => "user",
             RecordKind::PermissionSetAssignment => "permission_set_assignment",
+            RecordKind::ApiEvent => "api_event",
+            RecordKind::ApiEventStream => "api_event_stream",
+            RecordKind::BulkApiResultEvent => "bulk_api_result_event",
+            RecordKind::ReportEvent => "report_event",
+            RecordKind::ApiAnomalyEvent => "api_anomaly_event",
+            RecordKind::ElfApi => "elf_api",
+            RecordKind::ElfRestApi => "elf_rest_api",
+            RecordKind::ElfApiTotalUsage => "elf_api_total_usage",
+            RecordKind::ElfBulkApi2 => "elf_bulk_api2",
+            RecordKind::ElfBulkApiRequest => "elf_bulk_api_request",
+            RecordKind::ElfReportExport => "elf_report_export",
+            RecordKind::ElfUniqueQuery => "elf_unique_query",
         }
+    }
+
+    /// Whether records of this kind are post-grant API activity.
+    pub fn is_activity(self) -> bool {
+        matches!(
+            self,
+            RecordKind::ApiEvent
+                | RecordKind::ApiEventStream
+                | RecordKind::BulkApiResultEvent
+                | RecordKind::ReportEvent
+                | RecordKind::ApiAnomalyEvent
+                | RecordKind::ElfApi
+                | RecordKind::ElfRestApi
+                | RecordKind::ElfApiTotalUsage
+                | RecordKind::ElfBulkApi2
+                | RecordKind::ElfBulkApiRequest
+                | RecordKind::ElfReportExport
+                | RecordKind::ElfUniqueQuery
+        )
     }
 }
 
@@ -238,12 +286,66 @@ pub enum Inventory {
     },
 }
 
+/// One record of what a token did after its grant: an API query, a Bulk API
+/// job step or result download, a report run or export, an anomaly score.
+/// Every source shape is read into these fields; what a shape lacks is `None`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Activity {
+    pub time: EventTime,
+    pub kind: Option<RecordKind>,
+    /// `EventIdentifier`, else ELF `REQUEST_ID`; used as evidence.
+    pub event_id: Option<Box<str>>,
+    pub org_id: Option<SfId>,
+    pub user_id: Option<SfId>,
+    pub username: Option<Box<str>>,
+    /// `SourceIp` / `CLIENT_IP`, as written (may be `Salesforce.com IP`).
+    pub source_ip: Option<Box<str>>,
+    /// A raw user agent (RTEM `UserAgent`); ELF `RestApi.USER_AGENT` is a
+    /// numeric client code and is kept in `client` instead.
+    pub user_agent: Option<Box<str>>,
+    /// `Client`, `CLIENT_NAME` or RestApi's numeric `USER_AGENT`.
+    pub client: Option<Box<str>>,
+    // Join keys.
+    pub login_key: Option<Box<str>>,
+    pub session_key: Option<Box<str>>,
+    pub login_history_id: Option<SfId>,
+    /// `RequestIdentifier` / `REQUEST_ID`: rows of one call across ELF types.
+    pub request_id: Option<Box<str>>,
+    pub app_id: Option<SfId>,
+    pub app_name: Option<Box<str>>,
+    // What was done.
+    /// `Operation`, `METHOD_NAME`, `OPERATION_TYPE` or `QUERY_TYPE`.
+    pub operation: Option<Box<str>>,
+    /// SOQL text (`Query`, ELF `QUERY`, UniqueQuery `QUERY_IDENTIFIER`).
+    pub query: Option<Box<str>>,
+    /// `QueriedEntities` / `ENTITY_NAME` / `ENTITY_TYPE`, split on commas.
+    pub entities: Vec<Box<str>>,
+    /// `RowsProcessed` / `ROWS_PROCESSED` / `RECORDS_PROCESSED`.
+    pub rows_processed: Option<f64>,
+    /// ApiEvent `RowsReturned` (rows in this batch).
+    pub rows_returned: Option<f64>,
+    /// REST path or resource: `URI`, `API_RESOURCE`, `Uri`.
+    pub resource: Option<Box<str>>,
+    pub http_method: Option<Box<str>>,
+    pub status_code: Option<Box<str>>,
+    /// Bulk job id (ELF, 15 characters) and its status string.
+    pub job_id: Option<Box<str>>,
+    pub job_status: Option<Box<str>>,
+    /// ReportEvent `ExecutionIdentifier` (chunks of one run share it) and `ReportId`.
+    pub execution_id: Option<Box<str>>,
+    pub report_id: Option<Box<str>>,
+    /// ApiAnomalyEventStore `Score`, 0–1.
+    pub score: Option<f64>,
+    pub summary: Option<Box<str>>,
+}
+
 /// The one event type every source produces.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NormalizedEvent {
     Login(Login),
     Audit(Audit),
     Inventory(Inventory),
+    Activity(Box<Activity>),
 }
 
 impl NormalizedEvent {
@@ -252,6 +354,7 @@ impl NormalizedEvent {
             NormalizedEvent::Login(l) => l.time,
             NormalizedEvent::Audit(a) => a.time,
             NormalizedEvent::Inventory(_) => EventTime::BEGINNING,
+            NormalizedEvent::Activity(a) => a.time,
         }
     }
 
@@ -264,16 +367,19 @@ impl NormalizedEvent {
             NormalizedEvent::Inventory(Inventory::PermissionSetAssignment { .. }) => {
                 RecordKind::PermissionSetAssignment
             }
+            NormalizedEvent::Activity(a) => a.kind.unwrap_or(RecordKind::ApiEvent),
         }
     }
 
-    /// Order at equal times: inventory, then audit, then logins, so a change
-    /// made in the same millisecond as a grant is already in effect.
+    /// Order at equal times: inventory, then audit, then logins, then
+    /// activity, so a change made in the same millisecond as a grant is
+    /// already in effect and a grant precedes what its token did.
     pub fn rank(&self) -> u8 {
         match self {
             NormalizedEvent::Inventory(_) => 0,
             NormalizedEvent::Audit(_) => 1,
             NormalizedEvent::Login(_) => 2,
+            NormalizedEvent::Activity(_) => 3,
         }
     }
 }

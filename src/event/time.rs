@@ -17,7 +17,7 @@ use std::fmt;
 
 /// Milliseconds since the Unix epoch, UTC. All state and windows use it; the
 /// wall clock is never read by the pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct EventTime(pub i64);
 
 pub const MS_PER_MINUTE: i64 = 60_000;
