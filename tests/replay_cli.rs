@@ -697,6 +697,13 @@ fn api_activity_is_decoded_and_counted_by_kind() {
         recon.join("\n") + "\n{\"attributes\":{\"type\":\"ApiEvent\"}}\n",
     )
     .unwrap();
+    // The grant that minted the token, with the LoginKey the activity carries.
+    std::fs::write(
+        dir.path().join("grant.jsonl"),
+        r#"{"attributes":{"type":"LoginEvent"},"EventIdentifier":"g1","EventDate":"2025-08-14T00:17:00.000+0000","UserId":"005J4000001AbCdIAK","Username":"drift-int@example.com","LoginType":"Remote Access 2.0","LoginSubType":"OAuth Client Credentials","Status":"Success","SourceIp":"44.215.108.109","Application":"Drift","LoginKey":"Qv1P3iAGDrGQxSmN"}
+"#,
+    )
+    .unwrap();
     let out = ccwatch(&["replay", "--no-progress", dir.path().to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -704,5 +711,10 @@ fn api_activity_is_decoded_and_counted_by_kind() {
     assert_eq!(count(&stderr, "elf_bulk_api2"), 3, "{stderr}");
     assert_eq!(count(&stderr, "api_event"), 3, "{stderr}");
     assert_eq!(count(&stderr, "missing_field"), 1, "the record without EventDate: {stderr}");
-    assert!(out.stdout.is_empty(), "activity alone raises no alert yet");
+    // The three ApiEvents and the three BulkApi2 rows carry the grant's
+    // LoginKey; ApiTotalUsage has no keys and another IP: unattributed, and
+    // counted, since its user is a client-credentials run-as user.
+    assert_eq!(count(&stderr, "key"), 6, "{stderr}");
+    assert_eq!(count(&stderr, "tuple"), 0, "{stderr}");
+    assert_eq!(count(&stderr, "unattributed"), 2, "{stderr}");
 }

@@ -109,6 +109,24 @@ impl Summary {
             self.state.failure_evictions,
             self.state.unresolved_users
         );
+        let activity: u64 = self.read.iter().filter(|(k, _)| ACTIVITY_LABELS.contains(k)).map(|(_, n)| n).sum();
+        if activity > 0 {
+            let a = &self.state.sessions;
+            let _ = writeln!(
+                s,
+                "  activity:         records={activity} sessions={} attributed(key={} request={} tuple={} late={}) \
+                 unattributed={} waiting={} evictions(sessions={} waiting={})",
+                a.opened,
+                a.by_key,
+                a.by_request,
+                a.by_tuple,
+                a.late,
+                a.unattributed,
+                self.state.activity_waiting,
+                a.evicted_sessions,
+                a.evicted_waiting
+            );
+        }
         s
     }
 
@@ -128,6 +146,22 @@ impl Summary {
         *self.read.entry(ev.kind().label()).or_default() += 1;
     }
 }
+
+/// Record-kind labels of post-grant activity, for the summary.
+const ACTIVITY_LABELS: [&str; 12] = [
+    "api_event",
+    "api_event_stream",
+    "bulk_api_result_event",
+    "report_event",
+    "api_anomaly_event",
+    "elf_api",
+    "elf_rest_api",
+    "elf_api_total_usage",
+    "elf_bulk_api2",
+    "elf_bulk_api_request",
+    "elf_report_export",
+    "elf_unique_query",
+];
 
 /// The `Side` of a replay: summary counts, the rejects file and the progress bar.
 struct Tally {

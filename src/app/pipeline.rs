@@ -74,6 +74,7 @@ impl Pipeline {
 
     /// End of input: closes every open aggregate.
     pub fn finish(&mut self, out: &mut Vec<Output>) {
+        self.correlator.finish();
         out.extend(self.aggregator.finish());
     }
 }

@@ -108,6 +108,13 @@ pub struct RawCorrelation {
     /// privileges are answered from; past it the oldest are folded into the
     /// baseline and counted.
     pub max_setup_records: usize,
+    /// How long after a grant its token may act: the window of tuple
+    /// attribution (org, user, app, IP) and of waiting for a late grant.
+    pub token_lifetime_minutes: u32,
+    /// Grant sessions kept (least recently used evicted, counted).
+    pub max_sessions: usize,
+    /// Activity records kept waiting for a grant that may arrive later.
+    pub max_waiting_activity: usize,
 }
 
 impl Default for RawCorrelation {
@@ -122,6 +129,9 @@ impl Default for RawCorrelation {
             max_ips_per_pair: 64,
             max_failure_users: 100_000,
             max_setup_records: 1_000_000,
+            token_lifetime_minutes: 120,
+            max_sessions: 100_000,
+            max_waiting_activity: 100_000,
         }
     }
 }
@@ -210,6 +220,9 @@ pub struct CorrelateConfig {
     pub max_ips_per_pair: usize,
     pub max_failure_users: usize,
     pub max_setup_records: usize,
+    pub token_lifetime_ms: i64,
+    pub max_sessions: usize,
+    pub max_waiting_activity: usize,
     pub ranges: AllowedRanges,
 }
 
@@ -321,6 +334,8 @@ impl Config {
             ("correlation.max_ips_per_pair", c.max_ips_per_pair),
             ("correlation.max_failure_users", c.max_failure_users),
             ("correlation.max_setup_records", c.max_setup_records),
+            ("correlation.max_sessions", c.max_sessions),
+            ("correlation.max_waiting_activity", c.max_waiting_activity),
             ("replay.reorder_buffer", raw.replay.reorder_buffer),
         ] {
             if v == 0 {
@@ -388,6 +403,9 @@ impl Config {
                 max_ips_per_pair: c.max_ips_per_pair,
                 max_failure_users: c.max_failure_users,
                 max_setup_records: c.max_setup_records,
+                token_lifetime_ms: i64::from(c.token_lifetime_minutes) * MS_PER_MINUTE,
+                max_sessions: c.max_sessions,
+                max_waiting_activity: c.max_waiting_activity,
                 ranges,
             },
             alerts: raw.alerts,

@@ -25,15 +25,18 @@
 //! traffic.
 
 mod privileges;
+mod sessions;
 mod setup;
 
 use crate::config::CorrelateConfig;
 use crate::event::ip::parse_ip;
 use crate::event::{
-    key, profile_key, EventTime, FailedBurst, GrantObservation, IpRange, IpVerdict, Login, NormalizedEvent,
+    key, profile_key, user_key, EventTime, FailedBurst, GrantObservation, IpRange, IpVerdict, Login, NormalizedEvent,
     Observation, SfId, UserRef,
 };
 use lru::LruCache;
+pub use sessions::{Attribution, SessionStats};
+use sessions::{SessionLimits, Sessions};
 use setup::{app_key, Timeline};
 use std::collections::VecDeque;
 use std::num::NonZeroUsize;
@@ -63,6 +66,10 @@ pub struct CorrelateStats {
     pub setup_evictions: u64,
     /// Setup records that arrived after a later grant had been scored without them.
     pub late_setup_records: u64,
+    /// Grant sessions and the attribution of activity to them.
+    pub sessions: SessionStats,
+    pub sessions_open: usize,
+    pub activity_waiting: usize,
 }
 
 #[derive(Debug, Default)]
@@ -74,6 +81,7 @@ struct PairState {
 pub struct Correlator {
     cfg: CorrelateConfig,
     setup: Timeline,
+    sessions: Sessions,
     pairs: LruCache<(Principal, String), PairState>,
     failures: LruCache<Principal, VecDeque<EventTime>>,
     watermark: EventTime,
@@ -84,14 +92,25 @@ impl Correlator {
     pub fn new(cfg: CorrelateConfig) -> Correlator {
         let pairs = LruCache::new(NonZeroUsize::new(cfg.max_pairs).unwrap_or(NonZeroUsize::MIN));
         let failures = LruCache::new(NonZeroUsize::new(cfg.max_failure_users).unwrap_or(NonZeroUsize::MIN));
+        let limits = SessionLimits {
+            token_lifetime_ms: cfg.token_lifetime_ms,
+            max_sessions: cfg.max_sessions,
+            max_waiting: cfg.max_waiting_activity,
+        };
         Correlator {
             setup: Timeline::new(&cfg),
+            sessions: Sessions::new(limits),
             cfg,
             pairs,
             failures,
             watermark: EventTime::BEGINNING,
             stats: CorrelateStats::default(),
         }
+    }
+
+    /// End of input: activity still waiting for a grant is given up on.
+    pub fn finish(&mut self) {
+        self.sessions.finish();
     }
 
     /// The latest event time seen.
@@ -111,6 +130,9 @@ impl Correlator {
             setup_records: setup.records,
             setup_evictions: setup.evicted,
             late_setup_records: setup.late,
+            sessions: self.sessions.stats,
+            sessions_open: self.sessions.open_count(),
+            activity_waiting: self.sessions.waiting_count(),
             ..self.stats.clone()
         }
     }
@@ -150,9 +172,14 @@ impl Correlator {
                 self.setup.as_of(l.time);
                 self.observe_login(l)
             }
-            // Post-grant activity is decoded and counted; following it back
-            // to its grant is the next stage's work, not done yet.
-            NormalizedEvent::Activity(_) => None,
+            // Post-grant activity is attributed to its grant's session;
+            // the data-access rule that scores it is not built yet.
+            NormalizedEvent::Activity(a) => {
+                if let Some(user) = user_key(a.user_id.as_ref(), a.username.as_deref()) {
+                    self.sessions.observe(&user, a);
+                }
+                None
+            }
             setup => self.setup.insert(setup),
         }
     }
@@ -197,6 +224,9 @@ impl Correlator {
         let app = app_key(l.app.as_deref());
         let ip = self.ip_verdict(l, user_id, username.as_deref(), &app, false);
         let new_ip = self.remember_ip(&principal, &app, l);
+        if let Some(user) = user_key(user_id.as_ref(), username.as_deref()) {
+            self.sessions.open(l.time, l.org_id, &user, l.app.as_deref(), l.source_ip.as_deref(), &l.keys);
+        }
         let failed_burst = self.failures.get_mut(&principal).and_then(|q| {
             while q.front().is_some_and(|t| t.0 < l.time.0 - window) {
                 q.pop_front();

@@ -32,6 +32,7 @@ fn grant(time: &str, ip: &str, success: bool) -> NormalizedEvent {
         success,
         status: if success { "Success".into() } else { "Failed: Invalid Client Credentials".into() },
         grant: GrantClass::ClientCredentials,
+        keys: Default::default(),
     })
 }
 

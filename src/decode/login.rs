@@ -9,7 +9,7 @@
 
 use super::{first_text, Decoded, Fields, Reject, RejectReason};
 use crate::event::time::parse_timestamp;
-use crate::event::{GrantClass, Login, NormalizedEvent, RecordKind, SfId};
+use crate::event::{GrantClass, GrantKeys, Login, NormalizedEvent, RecordKind, SfId};
 
 /// Where each logical field lives in one record shape; first present name wins.
 struct Schema {
@@ -24,6 +24,10 @@ struct Schema {
     app: Option<&'static str>,
     org: Option<&'static str>,
     uri: Option<&'static str>,
+    login_key: Option<&'static str>,
+    session_key: Option<&'static str>,
+    login_history_id: Option<&'static str>,
+    request_id: Option<&'static str>,
 }
 
 const RTEM: Schema = Schema {
@@ -38,6 +42,10 @@ const RTEM: Schema = Schema {
     app: Some("Application"),
     org: None,
     uri: None,
+    login_key: Some("LoginKey"),
+    session_key: Some("SessionKey"),
+    login_history_id: Some("LoginHistoryId"),
+    request_id: None,
 };
 
 const LOGIN_HISTORY: Schema = Schema {
@@ -45,6 +53,9 @@ const LOGIN_HISTORY: Schema = Schema {
     id: &["Id"],
     user_id: &["UserId"],
     username: &["Username", "User.Username"],
+    login_key: None,
+    session_key: None,
+    login_history_id: Some("Id"),
     ..RTEM
 };
 
@@ -60,6 +71,10 @@ const ELF: Schema = Schema {
     app: None,
     org: Some("ORGANIZATION_ID"),
     uri: Some("URI"),
+    login_key: Some("LOGIN_KEY"),
+    session_key: Some("SESSION_KEY"),
+    login_history_id: None,
+    request_id: Some("REQUEST_ID"),
 };
 
 const LOGIN_EVENT_LOG: Schema = Schema {
@@ -74,6 +89,10 @@ const LOGIN_EVENT_LOG: Schema = Schema {
     app: None,
     org: None,
     uri: Some("Uri"),
+    login_key: Some("LoginKey"),
+    session_key: Some("SessionKey"),
+    login_history_id: None,
+    request_id: Some("RequestIdentifier"),
 };
 
 /// The OAuth token endpoint; an ELF row without `LOGIN_TYPE` (pre-2023 header)
@@ -166,7 +185,20 @@ pub fn decode<'a, F: Fields<'a>>(f: &F, kind: RecordKind, fallback_id: Option<&s
         success,
         status: status.into(),
         grant,
+        keys: GrantKeys {
+            login_key: key_text(f, schema.login_key),
+            session_key: key_text(f, schema.session_key),
+            login_history_id: key_text(f, schema.login_history_id),
+            request_id: key_text(f, schema.request_id),
+        },
     }))
+}
+
+/// A key field's trimmed text, when present and not blank.
+fn key_text<'a, F: Fields<'a>>(f: &F, field: Option<&str>) -> Option<Box<str>> {
+    let t = f.text(field?)?;
+    let t = t.trim();
+    (!t.is_empty()).then(|| t.into())
 }
 
 /// At most 64 characters of untrusted text, for error details.

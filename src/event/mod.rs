@@ -136,6 +136,19 @@ pub struct Login {
     pub success: bool,
     pub status: Box<str>,
     pub grant: GrantClass,
+    /// What ties the token's later activity back to this grant.
+    pub keys: GrantKeys,
+}
+
+/// A grant's session keys, as far as its record carries them: `LoginKey`,
+/// `SessionKey` (often null), `LoginHistoryId` (`0Ya…`; LoginHistory's own
+/// `Id`), and the ELF `REQUEST_ID` of the token request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GrantKeys {
+    pub login_key: Option<Box<str>>,
+    pub session_key: Option<Box<str>>,
+    pub login_history_id: Option<Box<str>>,
+    pub request_id: Option<Box<str>>,
 }
 
 /// A user as a SetupAuditTrail `Display` names them.

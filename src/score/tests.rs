@@ -25,6 +25,7 @@ fn base_obs() -> GrantObservation {
             success: true,
             status: "Success".into(),
             grant: GrantClass::ClientCredentials,
+            keys: Default::default(),
         },
         username: Some("marketing-sync@acme.example".into()),
         user_id: SfId::parse("0055j00000MktS1"),
