@@ -765,3 +765,56 @@ async fn a_partition_stuck_behind_an_unservable_message_is_reported_stalled() {
     run.token.cancel();
     run.task.await.unwrap().unwrap();
 }
+
+/// Live mode follows a token from its grant: API activity on the login topic
+/// is attached to the grant's session by key, and activity of the run-as
+/// user that matches no grant is counted as unattributed once its token
+/// lifetime is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_attributes_activity_to_its_grant() {
+    let (t, _c, bootstrap, producer) = empty_cluster(1);
+    let user = "005J4000001AbCdIAK";
+    let unit = |v: serde_json::Value| produce::Unit { value: serde_json::to_vec(&v).unwrap(), key: None, time: None };
+    let mut units = vec![unit(serde_json::json!({
+        "attributes": {"type": "LoginEvent"}, "EventIdentifier": "g1", "EventDate": "2025-08-14T00:17:00.000+0000",
+        "UserId": user, "LoginType": "Remote Access 2.0", "LoginSubType": "OAuth Client Credentials",
+        "Status": "Success", "SourceIp": "44.215.108.109", "Application": "Drift", "LoginKey": "Qv1P3iAGDrGQxSmN"
+    }))];
+    for (i, o) in ["Account", "Contact", "User"].iter().enumerate() {
+        units.push(unit(serde_json::json!({
+            "attributes": {"type": "ApiEvent"}, "EventIdentifier": format!("a{i}"),
+            "EventDate": format!("2025-08-14T00:18:0{i}.000+0000"), "Query": format!("SELECT COUNT() FROM {o}"),
+            "QueriedEntities": o, "LoginKey": "Qv1P3iAGDrGQxSmN", "SourceIp": "44.215.108.109", "UserId": user
+        })));
+    }
+    // No keys, another IP: nothing to attach to.
+    units.push(unit(serde_json::json!({
+        "EVENT_TYPE": "ApiTotalUsage", "TIMESTAMP_DERIVED": "2025-08-14T01:00:00.000Z", "USER_ID": "005J4000001AbCd",
+        "REQUEST_ID": "TID:1", "CLIENT_IP": "208.68.36.90", "API_RESOURCE": "/v58.0/sobjects/"
+    })));
+    // Three hours later: the token lifetime of the row above is over.
+    units.push(unit(serde_json::json!({
+        "EVENT_TYPE": "ApiTotalUsage", "TIMESTAMP_DERIVED": "2025-08-14T04:00:00.000Z", "USER_ID": "005J4000001AbCd",
+        "REQUEST_ID": "TID:2", "CLIENT_IP": "208.68.36.90", "API_RESOURCE": "/v58.0/limits/"
+    })));
+    produce::send(&producer, &t.logins, &units).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = live_config(&bootstrap, &t, vec![file_sink(&dir.path().join("a.jsonl"))]);
+    let run = start(cfg).await;
+    eventually(60, "the activity attributed", || async {
+        metric(&scrape(&run).await, r#"ccwatch_activity_attributed_total{method="key"}"#) == 3.0
+    })
+    .await;
+    eventually(30, "the unmatched row counted", || async {
+        metric(&scrape(&run).await, "ccwatch_activity_unattributed_total") == 1.0
+    })
+    .await;
+    let m = scrape(&run).await;
+    assert_eq!(metric(&m, "ccwatch_sessions_open"), 1.0, "{m}");
+    assert_eq!(metric(&m, r#"ccwatch_activity_attributed_total{method="tuple"}"#), 0.0);
+    let consumed =
+        |kind: &str| metric(&m, &format!(r#"ccwatch_records_consumed_total{{kind="{kind}",topic="{}"}}"#, t.logins));
+    assert_eq!((consumed("api_event"), consumed("elf_api_total_usage")), (3.0, 2.0), "{m}");
+    run.token.cancel();
+    run.task.await.unwrap().unwrap();
+}

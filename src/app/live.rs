@@ -174,6 +174,8 @@ struct Live {
     /// Late setup records and early closes already counted in the metrics.
     late_setup_seen: u64,
     early_closes_seen: u64,
+    /// Attribution counters already counted in the metrics.
+    activity_seen: crate::correlate::SessionStats,
     report: RunReport,
     audit_topic: String,
     /// Login partitions rewound for warm-up → their committed offset: messages
@@ -530,6 +532,21 @@ impl Live {
         m.state_evictions.with_label_values(&["setup_records"]).set(stats.setup_evictions as i64);
         m.late_setup_records.inc_by(stats.late_setup_records - self.late_setup_seen);
         self.late_setup_seen = stats.late_setup_records;
+        m.sessions_open.set(stats.sessions_open as i64);
+        let a = stats.sessions;
+        for (method, now, seen) in [
+            ("key", a.by_key, &mut self.activity_seen.by_key),
+            ("request", a.by_request, &mut self.activity_seen.by_request),
+            ("tuple", a.by_tuple, &mut self.activity_seen.by_tuple),
+            ("unattributed", a.unattributed, &mut self.activity_seen.unattributed),
+        ] {
+            if method == "unattributed" {
+                m.activity_unattributed.inc_by(now - *seen);
+            } else {
+                m.activity_attributed.with_label_values(&[method]).inc_by(now - *seen);
+            }
+            *seen = now;
+        }
         let early = self.pipeline.early_closes();
         m.alerts_closed_early.inc_by(early - self.early_closes_seen);
         self.early_closes_seen = early;
@@ -737,6 +754,7 @@ impl Run {
             outputs: Vec::new(),
             late_setup_seen: 0,
             early_closes_seen: 0,
+            activity_seen: Default::default(),
             report: RunReport::default(),
         };
         Ok(Run {

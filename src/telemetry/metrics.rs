@@ -67,6 +67,12 @@ pub struct Metrics {
     pub late_setup_records: IntCounter,
     /// Alerts closed before their day ended because `alerts.max_open` was reached.
     pub alerts_closed_early: IntCounter,
+    /// Grant sessions open (post-grant activity attaches to them).
+    pub sessions_open: IntGauge,
+    /// Activity records attributed to a grant, by method (key, request, tuple).
+    pub activity_attributed: IntCounterVec,
+    /// Activity of client-credentials run-as users that matched no grant.
+    pub activity_unattributed: IntCounter,
     /// Alerts a sink refused for good, set aside to the alert dead letter, by sink and reason.
     pub sink_dead_letters: IntCounterVec,
     /// Delivery attempts repeated after a transient failure, by sink.
@@ -282,6 +288,31 @@ impl Metrics {
                 "ccwatch_redelivered_skipped_total",
                 "Login messages redelivered after their partition came back to this instance that it had \
                  already processed; skipped so nothing is counted twice.",
+            ),
+            sessions_open: gauge(
+                &r,
+                "ccwatch_sessions_open",
+                "Client-credentials grant sessions open; post-grant activity attaches to them.",
+            ),
+            activity_attributed: {
+                let c = counter_vec(
+                    &r,
+                    "ccwatch_activity_attributed_total",
+                    "API-activity records attributed to a grant, by method: key (LoginKey, SessionKey, \
+                     LoginHistoryId), request (a sibling row's REQUEST_ID), tuple (org, user, app, IP in the \
+                     token lifetime).",
+                    &["method"],
+                );
+                for m in ["key", "request", "tuple"] {
+                    c.with_label_values(&[m]);
+                }
+                c
+            },
+            activity_unattributed: counter(
+                &r,
+                "ccwatch_activity_unattributed_total",
+                "API-activity records of client-credentials run-as users that matched no grant within the \
+                 token lifetime: a blind spot of the detector (missing grant records, or keys it cannot see).",
             ),
             alerts_closed_early: counter(
                 &r,
