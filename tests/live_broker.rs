@@ -846,3 +846,62 @@ async fn a_broker_down_longer_than_the_session_timeout_loses_and_doubles_nothing
         &format!("after a broker outage\n{}", &text[text.len().saturating_sub(4000)..]),
     );
 }
+
+/// The activity path through a real broker: `ccwatch produce` loads a grant
+/// and what its token did (ApiEvents with the grant's LoginKey, BulkApi2
+/// rows from ELF CSV), keyed by user; `ccwatch run` attaches every record to
+/// the grant's session by key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_reaches_its_grant_through_a_real_broker() {
+    let bootstrap = broker();
+    let t = Topics::new();
+    topics_for(&bootstrap, &t).await;
+    let data = tempfile::tempdir().unwrap();
+    let user = "005J4000001AbCdIAK";
+    let mut lines = vec![serde_json::json!({
+        "attributes": {"type": "LoginEvent"}, "EventIdentifier": "g1", "EventDate": "2025-08-17T11:11:23.000+0000",
+        "UserId": user, "LoginType": "Remote Access 2.0", "LoginSubType": "OAuth Client Credentials",
+        "Status": "Success", "SourceIp": "208.68.36.90", "Application": "Drift", "LoginKey": "Qv1P3iAGDrGQxSmN"
+    })
+    .to_string()];
+    for (i, o) in ["Account", "Contact", "User", "Case"].iter().enumerate() {
+        lines.push(
+            serde_json::json!({
+                "attributes": {"type": "ApiEvent"}, "EventIdentifier": format!("a{i}"),
+                "EventDate": format!("2025-08-17T11:11:5{i}.000+0000"), "Query": format!("SELECT COUNT() FROM {o}"),
+                "QueriedEntities": o, "LoginKey": "Qv1P3iAGDrGQxSmN", "SourceIp": "208.68.36.90", "UserId": user,
+                "UserAgent": "Salesforce-Multi-Org-Fetcher/1.0"
+            })
+            .to_string(),
+        );
+    }
+    std::fs::write(data.path().join("rtem.jsonl"), lines.join("\n") + "\n").unwrap();
+    std::fs::write(
+        data.path().join("BulkApi2.csv"),
+        "\"EVENT_TYPE\",\"TIMESTAMP_DERIVED\",\"USER_ID\",\"JOB_ID\",\"JOB_STATUS\",\"OPERATION_TYPE\",\"ENTITY_TYPE\",\"RECORDS_PROCESSED\",\"LOGIN_KEY\",\"CLIENT_IP\"\n\
+         \"BulkApi2\",\"2025-08-17T11:11:56.100Z\",\"005J4000001AbCd\",\"7505j00000AbCdE\",\"UploadComplete\",\"query\",\"Case\",\"\",\"Qv1P3iAGDrGQxSmN\",\"208.68.36.90\"\n\
+         \"BulkApi2\",\"2025-08-17T11:15:18.400Z\",\"005J4000001AbCd\",\"7505j00000AbCdE\",\"JobComplete\",\"query\",\"Case\",\"412977\",\"Qv1P3iAGDrGQxSmN\",\"208.68.36.90\"\n\
+         \"BulkApi2\",\"2025-08-17T11:15:42.120Z\",\"005J4000001AbCd\",\"7505j00000AbCdE\",\"Deleted\",\"query\",\"Case\",\"\",\"Qv1P3iAGDrGQxSmN\",\"208.68.36.90\"\n",
+    )
+    .unwrap();
+    produce(&bootstrap, &t.logins, &[data.path().to_str().unwrap()]);
+    // Keyed by user: everything lands in one partition.
+    let by_partition: Vec<i64> = high_watermarks(&bootstrap, &t.logins).iter().map(|x| x.1).collect();
+    assert_eq!(by_partition.iter().filter(|n| **n > 0).count(), 1, "one user, one partition: {by_partition:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let sinks =
+        format!("[[sinks]]\ntype = \"file\"\nname = \"f\"\npath = \"{}\"\n", dir.path().join("a.jsonl").display());
+    let cfg = write_config(dir.path(), &bootstrap, &t, port, 0, &sinks);
+    let mut run = start_run(&cfg, &dir.path().join("run.log"));
+    eventually(60, "all seven activity records attributed by key", || async {
+        let m = get(&format!("http://127.0.0.1:{port}/metrics")).await.1;
+        metric(&m, r#"ccwatch_activity_attributed_total{method="key"}"#) == 7.0
+    })
+    .await;
+    let m = get(&format!("http://127.0.0.1:{port}/metrics")).await.1;
+    assert_eq!(metric(&m, "ccwatch_sessions_open"), 1.0);
+    assert_eq!(metric(&m, "ccwatch_activity_unattributed_total"), 0.0);
+    signal(&run, "-TERM");
+    assert!(wait_exit(&mut run, 30).success());
+}
