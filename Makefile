@@ -39,7 +39,7 @@ fmt:
 ## 1,000,000-event archive (~1 GB), generated once by ccwatch's own generator.
 bench-data: build
 	@test -f $(BENCH_DATA)/logins.jsonl || ./target/release/ccwatch generate --out $(BENCH_DATA) --events 1000000
-	@test -x bench-data/venv/bin/python || (python3 -m venv bench-data/venv && bench-data/venv/bin/pip install -q duckdb)
+	@test -x bench-data/venv/bin/python || (python3 -m venv bench-data/venv && bench-data/venv/bin/pip install -q duckdb==2.0.1)
 
 ## Replay throughput and memory beside DuckDB on the same archive (see BENCHMARKS.md).
 bench: bench-data
