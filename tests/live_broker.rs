@@ -876,12 +876,10 @@ async fn activity_reaches_its_grant_through_a_real_broker() {
         );
     }
     std::fs::write(data.path().join("rtem.jsonl"), lines.join("\n") + "\n").unwrap();
-    std::fs::write(
+    // The reference's illustrative BulkApi2 rows (§2.6): upload, completion, deletion.
+    std::fs::copy(
+        root().join("tests/fixtures/reference/elf_bulkapi2_illustrative.csv"),
         data.path().join("BulkApi2.csv"),
-        "\"EVENT_TYPE\",\"TIMESTAMP_DERIVED\",\"USER_ID\",\"JOB_ID\",\"JOB_STATUS\",\"OPERATION_TYPE\",\"ENTITY_TYPE\",\"RECORDS_PROCESSED\",\"LOGIN_KEY\",\"CLIENT_IP\"\n\
-         \"BulkApi2\",\"2025-08-17T11:11:56.100Z\",\"005J4000001AbCd\",\"7505j00000AbCdE\",\"UploadComplete\",\"query\",\"Case\",\"\",\"Qv1P3iAGDrGQxSmN\",\"208.68.36.90\"\n\
-         \"BulkApi2\",\"2025-08-17T11:15:18.400Z\",\"005J4000001AbCd\",\"7505j00000AbCdE\",\"JobComplete\",\"query\",\"Case\",\"412977\",\"Qv1P3iAGDrGQxSmN\",\"208.68.36.90\"\n\
-         \"BulkApi2\",\"2025-08-17T11:15:42.120Z\",\"005J4000001AbCd\",\"7505j00000AbCdE\",\"Deleted\",\"query\",\"Case\",\"\",\"Qv1P3iAGDrGQxSmN\",\"208.68.36.90\"\n",
     )
     .unwrap();
     produce(&bootstrap, &t.logins, &[data.path().to_str().unwrap()]);

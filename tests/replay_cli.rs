@@ -679,12 +679,10 @@ fn api_activity_is_decoded_and_counted_by_kind() {
          \"ApiTotalUsage\",\"20250817111542.118\",\"TID:0000000000a1b2c3d6\",\"00D5j00000DgAYG\",\"005J4000001AbCd\",\"REST\",\"58.0\",\"/v58.0/jobs/query/7505j00000AbCdE\",\"\",\"DELETE\",\"208.68.36.90\",\"true\",\"0H45j000000AbCd\",\"\",\"204\",\"Drift\",\"drift-int@example.com\",\"2025-08-17T11:15:42.118Z\"\n",
     )
     .unwrap();
-    std::fs::write(
+    // The reference's illustrative BulkApi2 rows (§2.6): upload, completion, deletion.
+    std::fs::copy(
+        root().join("tests/fixtures/reference/elf_bulkapi2_illustrative.csv"),
         dir.path().join("BulkApi2.csv"),
-        "\"EVENT_TYPE\",\"TIMESTAMP_DERIVED\",\"USER_ID\",\"JOB_ID\",\"JOB_STATUS\",\"OPERATION_TYPE\",\"ENTITY_TYPE\",\"RECORDS_PROCESSED\",\"LOGIN_KEY\",\"CLIENT_IP\"\n\
-         \"BulkApi2\",\"2025-08-17T11:11:56.100Z\",\"005J4000001AbCd\",\"7505j00000AbCdE\",\"UploadComplete\",\"query\",\"Case\",\"\",\"Qv1P3iAGDrGQxSmN\",\"208.68.36.90\"\n\
-         \"BulkApi2\",\"2025-08-17T11:15:18.400Z\",\"005J4000001AbCd\",\"7505j00000AbCdE\",\"JobComplete\",\"query\",\"Case\",\"412977\",\"Qv1P3iAGDrGQxSmN\",\"208.68.36.90\"\n\
-         \"BulkApi2\",\"2025-08-17T11:15:42.120Z\",\"005J4000001AbCd\",\"7505j00000AbCdE\",\"Deleted\",\"query\",\"Case\",\"\",\"Qv1P3iAGDrGQxSmN\",\"208.68.36.90\"\n",
     )
     .unwrap();
     let recon = ["Account", "Contact", "User"].map(|o| {

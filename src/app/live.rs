@@ -171,11 +171,8 @@ struct Live {
     /// Whether the login consumer was ever assigned partitions.
     assigned: bool,
     outputs: Vec<Output>,
-    /// Late setup records and early closes already counted in the metrics.
-    late_setup_seen: u64,
-    early_closes_seen: u64,
-    /// Attribution counters already counted in the metrics.
-    activity_seen: crate::correlate::SessionStats,
+    /// Cumulative counts already moved into the metrics' counters.
+    seen: Seen,
     report: RunReport,
     audit_topic: String,
     /// Login partitions rewound for warm-up → their committed offset: messages
@@ -313,13 +310,11 @@ impl Live {
             return;
         }
         advance_lane(&mut self.merge, lane, events, latest);
-        {
-            if let Some(gap) = self.ledger.open(partition, offset, events) {
-                OffsetGap { topic, partition, from: gap.from, to: gap.to }.emit(&self.metrics);
-            }
-            if events == 0 {
-                self.turn.done.push(Done { ticket: None, received });
-            }
+        if let Some(gap) = self.ledger.open(partition, offset, events) {
+            OffsetGap { topic, partition, from: gap.from, to: gap.to }.emit(&self.metrics);
+        }
+        if events == 0 {
+            self.turn.done.push(Done { ticket: None, received });
         }
     }
 
@@ -530,31 +525,33 @@ impl Live {
         m.state_evictions.with_label_values(&["ips"]).set(stats.ip_evictions as i64);
         m.state_evictions.with_label_values(&["failure_users"]).set(stats.failure_evictions as i64);
         m.state_evictions.with_label_values(&["setup_records"]).set(stats.setup_evictions as i64);
-        m.late_setup_records.inc_by(stats.late_setup_records - self.late_setup_seen);
-        self.late_setup_seen = stats.late_setup_records;
         m.sessions_open.set(stats.sessions_open as i64);
-        let a = stats.sessions;
-        for (method, now, seen) in [
-            ("key", a.by_key, &mut self.activity_seen.by_key),
-            ("request", a.by_request, &mut self.activity_seen.by_request),
-            ("tuple", a.by_tuple, &mut self.activity_seen.by_tuple),
-            ("unattributed", a.unattributed, &mut self.activity_seen.unattributed),
-        ] {
-            if method == "unattributed" {
-                m.activity_unattributed.inc_by(now - *seen);
-            } else {
-                m.activity_attributed.with_label_values(&[method]).inc_by(now - *seen);
-            }
-            *seen = now;
-        }
-        let early = self.pipeline.early_closes();
-        m.alerts_closed_early.inc_by(early - self.early_closes_seen);
-        self.early_closes_seen = early;
+        let (a, seen) = (stats.sessions, &mut self.seen.correlate);
+        count_up(&m.late_setup_records, stats.late_setup_records, &mut seen.late_setup_records);
+        count_up(&m.activity_attributed.with_label_values(&["key"]), a.by_key, &mut seen.sessions.by_key);
+        count_up(&m.activity_attributed.with_label_values(&["request"]), a.by_request, &mut seen.sessions.by_request);
+        count_up(&m.activity_attributed.with_label_values(&["tuple"]), a.by_tuple, &mut seen.sessions.by_tuple);
+        count_up(&m.activity_unattributed, a.unattributed, &mut seen.sessions.unattributed);
+        count_up(&m.alerts_closed_early, self.pipeline.early_closes(), &mut self.seen.early_closes);
         let w = c.watermark();
         if w != crate::event::EventTime::BEGINNING {
             m.event_time_watermark.set(w.0 / 1000);
         }
     }
+}
+
+/// The correlator's and aggregator's cumulative counts as last moved into
+/// the metrics (`count_up`).
+#[derive(Default)]
+struct Seen {
+    correlate: crate::correlate::CorrelateStats,
+    early_closes: u64,
+}
+
+/// Moves a Prometheus counter up to a cumulative count kept by the pipeline.
+fn count_up(counter: &IntCounter, now: u64, seen: &mut u64) {
+    counter.inc_by(now.saturating_sub(*seen));
+    *seen = now;
 }
 
 /// A no-op `Side` for loading inventory files: rejects are logged and counted.
@@ -752,9 +749,7 @@ impl Run {
             warm_until: HashMap::new(),
             assigned: false,
             outputs: Vec::new(),
-            late_setup_seen: 0,
-            early_closes_seen: 0,
-            activity_seen: Default::default(),
+            seen: Seen::default(),
             report: RunReport::default(),
         };
         Ok(Run {

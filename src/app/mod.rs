@@ -54,6 +54,8 @@ pub struct Summary {
     pub audit_applied: u64,
     pub audit_ignored: u64,
     pub audit_unparsed: u64,
+    /// Post-grant API-activity records read (all of `read`'s activity kinds).
+    pub activity: u64,
     pub outside_window: u64,
     pub out_of_order: u64,
     /// Distinct alerts by final severity.
@@ -109,13 +111,13 @@ impl Summary {
             self.state.failure_evictions,
             self.state.unresolved_users
         );
-        let activity: u64 = self.read.iter().filter(|(k, _)| ACTIVITY_LABELS.contains(k)).map(|(_, n)| n).sum();
-        if activity > 0 {
+        if self.activity > 0 {
             let a = &self.state.sessions;
             let _ = writeln!(
                 s,
-                "  activity:         records={activity} sessions={} attributed(key={} request={} tuple={} late={}) \
+                "  activity:         records={} sessions={} attributed(key={} request={} tuple={} late={}) \
                  unattributed={} waiting={} evictions(sessions={} waiting={})",
+                self.activity,
                 a.opened,
                 a.by_key,
                 a.by_request,
@@ -141,27 +143,12 @@ impl Summary {
                 crate::event::AuditChange::Unparsed => self.audit_unparsed += 1,
                 _ => self.audit_applied += 1,
             },
-            NormalizedEvent::Inventory(_) | NormalizedEvent::Activity(_) => {}
+            NormalizedEvent::Activity(_) => self.activity += 1,
+            NormalizedEvent::Inventory(_) => {}
         }
         *self.read.entry(ev.kind().label()).or_default() += 1;
     }
 }
-
-/// Record-kind labels of post-grant activity, for the summary.
-const ACTIVITY_LABELS: [&str; 12] = [
-    "api_event",
-    "api_event_stream",
-    "bulk_api_result_event",
-    "report_event",
-    "api_anomaly_event",
-    "elf_api",
-    "elf_rest_api",
-    "elf_api_total_usage",
-    "elf_bulk_api2",
-    "elf_bulk_api_request",
-    "elf_report_export",
-    "elf_unique_query",
-];
 
 /// The `Side` of a replay: summary counts, the rejects file and the progress bar.
 struct Tally {

@@ -115,6 +115,12 @@ fn id15(s: &str) -> &str {
     s.get(..15).unwrap_or(s)
 }
 
+/// A grant's keys as the indexes hold them: LoginKey, SessionKey,
+/// LoginHistoryId (first 15 characters).
+fn key_values(keys: &GrantKeys) -> [Option<&str>; 3] {
+    [keys.login_key.as_deref(), keys.session_key.as_deref(), keys.login_history_id.as_deref().map(id15)]
+}
+
 fn usable_ip(ip: Option<&str>) -> Option<&str> {
     ip.map(str::trim).filter(|i| !i.is_empty() && !i.eq_ignore_ascii_case("Salesforce.com IP"))
 }
@@ -179,11 +185,7 @@ impl Sessions {
             attributed: [0; 3],
             keys: keys.clone(),
         };
-        for (map, k) in [
-            (&mut self.login_keys, keys.login_key.as_deref()),
-            (&mut self.session_keys, keys.session_key.as_deref()),
-            (&mut self.history_ids, keys.login_history_id.as_deref().map(id15)),
-        ] {
+        for (map, k) in self.key_indexes().into_iter().zip(key_values(keys)) {
             if let Some(k) = k {
                 map.insert(k.into(), id);
             }
@@ -201,14 +203,14 @@ impl Sessions {
         id
     }
 
+    /// The key indexes, in the order `key_values` lists a grant's keys.
+    fn key_indexes(&mut self) -> [&mut HashMap<Box<str>, u64>; 3] {
+        [&mut self.login_keys, &mut self.session_keys, &mut self.history_ids]
+    }
+
     /// Removes an evicted session from the indexes that still point at it.
     fn forget(&mut self, s: &Session) {
-        let keys = [
-            (&mut self.login_keys, s.keys.login_key.as_deref()),
-            (&mut self.session_keys, s.keys.session_key.as_deref()),
-            (&mut self.history_ids, s.keys.login_history_id.as_deref().map(id15)),
-        ];
-        for (map, k) in keys {
+        for (map, k) in self.key_indexes().into_iter().zip(key_values(&s.keys)) {
             if let Some(k) = k {
                 if map.get(k) == Some(&s.id) {
                     map.remove(k);

@@ -300,10 +300,8 @@ impl Timeline {
         if t < self.answered {
             self.stats.late += 1;
         }
-        if pos < self.applied {
-            self.seek(pos);
-        }
-        // Snapshots past `pos` describe a log without this record.
+        // Snapshots past `pos` describe a log without this record; the rest
+        // stay true, and `seek` rewinds to one of them if it must.
         while self.snapshots.back().is_some_and(|(p, _)| *p > pos) {
             self.snapshots.pop_back();
         }

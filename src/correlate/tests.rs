@@ -50,6 +50,16 @@ fn audit(time: &str, change: AuditChange) -> NormalizedEvent {
     })
 }
 
+/// Modify All Data switched on or off on permission set Ops.
+fn ops_modify_all_data(enabled: bool) -> AuditChange {
+    AuditChange::PermSetPermission {
+        perm_set: "Ops".into(),
+        perm: Perms::MODIFY_ALL_DATA,
+        label: "Modify All Data".into(),
+        enabled,
+    }
+}
+
 fn psa(perm_set: &str, perms: Perms) -> NormalizedEvent {
     NormalizedEvent::Inventory(Inventory::PermissionSetAssignment {
         user_id: id(USER),
@@ -490,15 +500,7 @@ fn day_of_changes() -> (Vec<NormalizedEvent>, Vec<NormalizedEvent>) {
     let setup = vec![
         psa("Ops", Perms::empty()),
         profile_row("Custom: Integration", Perms::API_ENABLED),
-        audit(
-            "2024-07-09T09:30:00Z",
-            AuditChange::PermSetPermission {
-                perm_set: "Ops".into(),
-                perm: Perms::MODIFY_ALL_DATA,
-                label: "Modify All Data".into(),
-                enabled: true,
-            },
-        ),
+        audit("2024-07-09T09:30:00Z", ops_modify_all_data(true)),
         audit(
             "2024-07-09T10:15:00Z",
             AuditChange::LoginIpRange {
@@ -592,15 +594,7 @@ fn a_setup_record_behind_an_answered_grant_is_counted_late_and_applies_from_then
     c.observe(&psa("Ops", Perms::empty()));
     let g = observe_grant(&mut c, grant("2024-07-09T10:00:00Z", "1.2.3.4", true));
     assert!(g.privileges.is_empty());
-    c.observe(&audit(
-        "2024-07-09T09:30:00Z",
-        AuditChange::PermSetPermission {
-            perm_set: "Ops".into(),
-            perm: Perms::MODIFY_ALL_DATA,
-            label: "Modify All Data".into(),
-            enabled: true,
-        },
-    ));
+    c.observe(&audit("2024-07-09T09:30:00Z", ops_modify_all_data(true)));
     assert_eq!(c.stats().late_setup_records, 1);
     let g = observe_grant(&mut c, grant("2024-07-09T09:45:00Z", "1.2.3.4", true));
     assert_eq!(g.privileges.len(), 1, "an earlier grant arriving now sees it");
@@ -618,12 +612,7 @@ fn the_timeline_rewinds_across_snapshots_and_its_bound_is_counted() {
         let mut ev = audit("2024-07-09T00:00:00Z", AuditChange::Ignored);
         if let NormalizedEvent::Audit(a) = &mut ev {
             a.time = at;
-            a.change = AuditChange::PermSetPermission {
-                perm_set: "Ops".into(),
-                perm: Perms::MODIFY_ALL_DATA,
-                label: "Modify All Data".into(),
-                enabled: m % 2 == 0,
-            };
+            a.change = ops_modify_all_data(m % 2 == 0);
         }
         c.observe(&ev);
     }

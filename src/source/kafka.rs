@@ -376,15 +376,7 @@ pub fn audit_consumer(k: &KafkaConfig, topic: &str, metrics: Arc<Metrics>) -> an
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
         .create_with_context(Context::new(topic))?;
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| anyhow::anyhow!("cannot read metadata of audit topic {topic}: {e}"))?;
-    let partitions: Vec<i32> = md
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let partitions = partitions_of(&consumer, "audit", topic)?;
     if partitions.is_empty() {
         anyhow::bail!("audit topic {topic} does not exist or has no partitions");
     }
@@ -405,15 +397,25 @@ pub fn audit_consumer(k: &KafkaConfig, topic: &str, metrics: Arc<Metrics>) -> an
 /// topic (`allow.auto.create.topics` is false for consumers).
 pub fn check_topics(c: &LiveConsumer, topics: &[(String, String)]) -> anyhow::Result<()> {
     for (what, topic) in topics {
-        let md = c
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .map_err(|e| anyhow::anyhow!("cannot read metadata of {what} topic {topic}: {e}"))?;
-        let exists = md.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-        if !exists {
+        if partitions_of(c, what, topic)?.is_empty() {
             anyhow::bail!("{what}: topic {topic} does not exist; create it before starting ccwatch");
         }
     }
     Ok(())
+}
+
+/// The partitions the broker reports for `topic`; none when it does not
+/// exist. `what` names the topic's role in the error.
+fn partitions_of(c: &LiveConsumer, what: &str, topic: &str) -> anyhow::Result<Vec<i32>> {
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| anyhow::anyhow!("cannot read metadata of {what} topic {topic}: {e}"))?;
+    Ok(md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
 }
 
 /// Audit records deleted before this instance could read them: the sum of
