@@ -113,3 +113,29 @@ fn secrets_in_plain_properties_are_refused() {
     assert!(!out.status.success() && err.contains("secret_properties"), "{err}");
     assert!(!err.contains("hunter2"), "the secret was echoed: {err}");
 }
+
+/// Every rebalance makes ccwatch forget and rebuild its correlation state;
+/// under the cooperative protocol an instance keeps some partitions through a
+/// rebalance and would lose their state, so the setting is refused.
+#[test]
+fn a_cooperative_assignment_strategy_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    for (table, strategy, ok) in [
+        ("consumer_properties", "cooperative-sticky", false),
+        ("properties", "cooperative-sticky", false),
+        ("consumer_properties", "range,roundrobin", true),
+    ] {
+        std::fs::write(
+            &cfg,
+            format!("[kafka]\nbootstrap_servers = \"h:9092\"\nlogin_topic = \"l\"\n[kafka.{table}]\n\"partition.assignment.strategy\" = \"{strategy}\"\n"),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_ccwatch")).args(["check-config"]).arg(&cfg).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), ok, "{table} {strategy}: {err}");
+        if !ok {
+            assert!(err.contains("eager protocol") && err.trim_end().lines().count() == 1, "{err}");
+        }
+    }
+}

@@ -23,10 +23,19 @@
 //! event-time timeline and scores each grant as of its own time, so they are
 //! applied the moment they arrive, however far ahead of the logins they are.
 //!
-//! Rebalances: records received from a revoked partition and not yet released
-//! are dropped unprocessed (their offsets were never stored, so the next owner
-//! reads them). If the partition comes back before its offsets were committed,
-//! the ledger skips the redelivered messages this instance already processed.
+//! Rebalances: the login consumer uses the eager protocol (a cooperative
+//! strategy is refused by the config), so a rebalance revokes every
+//! partition. Records received and not yet released are dropped unprocessed
+//! (their offsets were never stored, so the next owner reads them), and the
+//! pipeline forgets all state built from logins and activity, open alert
+//! aggregates included, without writing a line. Whatever partitions come
+//! back are read from their committed offsets with warm-up, exactly as after
+//! a restart. Keeping the state instead would count records twice (warm-up
+//! re-reads what the state already holds) and would let an instance close an
+//! alert of a partition now read elsewhere with the count it had seen so far.
+//! A redelivered message this instance had already delivered before the
+//! revocation (its offset not yet committed) rebuilds state like warm-up,
+//! with its raised and score-rose lines withheld (see `Ledger`).
 //!
 //! Warm-up (`kafka.warmup_messages`): messages below a partition's committed
 //! offset are re-read to rebuild correlation state. Their raised and
@@ -55,7 +64,7 @@ use crate::source::replay::{discover, Side};
 use crate::telemetry::events::{
     AlertDeadLetterFailed, AlertLine, AlertsDeadLettered, DeadLetterFailed, InternalEvent, LogLimiter, OffsetGap,
     OffsetStored, PartitionsAssigned, PartitionsRevoked, RecordFinished, RecordRejected, RecordReleased,
-    RecordsDeadLettered, RedeliverySkipped, SinkDelivered, SinkFailed, SinkRetried, WarmupRecord,
+    RecordsDeadLettered, RedeliveryWithheld, SinkDelivered, SinkFailed, SinkRetried, WarmupRecord,
 };
 use crate::telemetry::server::Health;
 use crate::telemetry::Metrics;
@@ -241,14 +250,15 @@ impl Live {
         if stream == Stream::Audit {
             self.audit.eof.insert(partition, false);
         }
-        if stream == Stream::Login && self.ledger.already_processed(partition, offset) {
-            RedeliverySkipped.emit(&self.metrics);
-            // Done already: its offset may be stored with the messages around it.
-            self.ledger.open(partition, offset, 0);
-            self.merge.advance(lane, None);
-            return;
-        }
         if stream == Stream::Login && self.warm_until.get(&partition).is_some_and(|&c| offset < c) {
+            return self.on_warmup_message(lane, records, received);
+        }
+        if stream == Stream::Login && self.ledger.already_processed(partition, offset) {
+            // Processed and delivered by this instance before its partitions
+            // were revoked, but not yet committed: it rebuilds the state the
+            // revocation forgot, like warm-up, and its offset is done.
+            RedeliveryWithheld.emit(&self.metrics);
+            self.ledger.open(partition, offset, 0);
             return self.on_warmup_message(lane, records, received);
         }
         let topic: &str = match stream {
@@ -376,6 +386,9 @@ impl Live {
                 for p in &ps {
                     self.warm_until.remove(p);
                 }
+                // The eager protocol revokes every partition: whatever comes
+                // back is read again from its committed offset and warm-up.
+                self.pipeline.forget_traffic();
             }
         }
     }
@@ -863,5 +876,148 @@ impl Run {
                 "stopped with alerts not delivered ({e}); their offsets were not committed, so they are redelivered on restart"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The run loop's rebalance rules, driven message by message without a
+    //! broker: what a revocation forgets and how what comes back is read.
+    use super::*;
+    use crate::source::intake::Received;
+    use crate::source::kafka::Assigned;
+
+    fn bare() -> Live {
+        let cfg = Config::default();
+        Live {
+            counters: Counters::default(),
+            audit_topic: String::new(),
+            login_topic: "logins".into(),
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(Health::default()),
+            pipeline: Pipeline::new(&cfg),
+            merge: Merge::new(10_000),
+            ledger: Ledger::default(),
+            audit: AuditProgress::default(),
+            sinks: Vec::new(),
+            dead_letters: None,
+            alert_dead_letters: None,
+            log_limiter: LogLimiter::default(),
+            turn: Turn::default(),
+            warm_until: HashMap::new(),
+            assigned: false,
+            outputs: Vec::new(),
+            seen: Seen::default(),
+            report: RunReport::default(),
+        }
+    }
+
+    /// The sample client-credentials grant, for `user` at `time`.
+    fn grant(user: &str, time: &str) -> Vec<Decoded> {
+        let samples =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/samples/logins/login-events.jsonl"));
+        let line = samples.unwrap().lines().find(|l| l.contains("OAuth Client Credentials")).unwrap().to_string();
+        let mut v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        v["EventDate"] = time.into();
+        v["CreatedDate"] = time.into();
+        v["EventIdentifier"] = format!("{user}-{time}").into();
+        v["UserId"] = user.into();
+        v["Username"] = format!("{user}@example.com").into();
+        let mut out = Vec::new();
+        crate::decode::decode_json_unit(v.to_string().as_bytes(), &mut out);
+        assert!(matches!(out.as_slice(), [Decoded::Event(_)]), "{out:?}");
+        out
+    }
+
+    const U: &str = "005000000000001AAA";
+    const V: &str = "005000000000002AAA";
+
+    fn message(live: &mut Live, partition: i32, offset: i64, user: &str, time: &str) {
+        let d = grant(user, time);
+        let msg = Received::for_test(Stream::Login, partition, offset, d.len() as u32);
+        live.on_message(msg, d.into_iter(), Instant::now());
+    }
+
+    /// The day's grants for `user`: 06:00, 06:10, … one per offset.
+    fn morning(live: &mut Live, partition: i32, offsets: std::ops::Range<i64>, user: &str) {
+        for o in offsets {
+            message(live, partition, o, user, &format!("2024-07-09T06:{:02}:00.000+0000", o * 5));
+        }
+    }
+
+    /// A grant the next day, past the first day's close.
+    const NEXT_DAY: &str = "2024-07-10T02:00:00.000+0000";
+
+    fn assign(live: &mut Live, ps: &[(i32, Option<i64>, Option<i64>)]) {
+        let ps = ps.iter().map(|&(partition, committed, warmup_from)| Assigned { partition, committed, warmup_from });
+        live.on_assignment(Assignment::Assigned(ps.collect()));
+    }
+
+    /// One turn as if every sink accepted: the lines written.
+    fn turn(live: &mut Live, eof: &[i32]) -> Vec<Emit> {
+        for &p in eof {
+            live.merge.set_eof((Stream::Login, p));
+        }
+        live.process();
+        for d in live.turn.done.drain(..) {
+            if let Some(t) = d.ticket {
+                live.ledger.finish(t);
+            }
+        }
+        let _ = live.ledger.storable();
+        std::mem::take(&mut live.turn.emits)
+    }
+
+    fn lines_of(emits: &[Emit], user: &str) -> Vec<(EmitKind, u64)> {
+        let day = "2024-07-09";
+        let of = |e: &&Emit| e.alert.user_id.as_deref() == Some(user) && e.alert.first_seen.starts_with(day);
+        emits.iter().filter(of).map(|e| (e.kind, e.alert.count)).collect()
+    }
+
+    #[test]
+    fn a_rebalance_during_warm_up_counts_nothing_twice() {
+        let mut live = bare();
+        assign(&mut live, &[(0, Some(4), Some(0))]);
+        morning(&mut live, 0, 0..2, U);
+        assert!(turn(&mut live, &[0]).is_empty(), "warm-up lines are withheld");
+        live.on_assignment(Assignment::Revoked(vec![0]));
+        assign(&mut live, &[(0, Some(4), Some(0))]);
+        morning(&mut live, 0, 0..6, U);
+        let mut emits = turn(&mut live, &[0]);
+        message(&mut live, 0, 6, U, NEXT_DAY);
+        emits.extend(turn(&mut live, &[0]));
+        assert_eq!(lines_of(&emits, U), [(EmitKind::Closed, 6)], "six grants, each counted once");
+    }
+
+    #[test]
+    fn a_revoked_partitions_alerts_are_not_closed_by_its_former_owner() {
+        let mut live = bare();
+        assign(&mut live, &[(0, None, None), (1, None, None)]);
+        morning(&mut live, 0, 0..2, U);
+        assert_eq!(lines_of(&turn(&mut live, &[0, 1]), U), [(EmitKind::Raised, 1)]);
+        live.on_assignment(Assignment::Revoked(vec![0, 1]));
+        assign(&mut live, &[(1, Some(0), None)]);
+        // Event time moves past U's day on the partition this instance kept.
+        message(&mut live, 1, 0, V, NEXT_DAY);
+        let emits = turn(&mut live, &[1]);
+        assert!(lines_of(&emits, U).is_empty(), "U's alert (count 2 so far) is its new owner's to close");
+        assert_eq!(live.pipeline.open_alerts(), 1, "only V's");
+    }
+
+    #[test]
+    fn redelivered_messages_it_had_delivered_rebuild_state_without_new_lines() {
+        let mut live = bare();
+        assign(&mut live, &[(0, Some(0), None)]);
+        morning(&mut live, 0, 0..4, U);
+        assert_eq!(lines_of(&turn(&mut live, &[0]), U), [(EmitKind::Raised, 1)]);
+        // Revoked before the commit of offsets 0-3 landed; back from offset 0.
+        live.on_assignment(Assignment::Revoked(vec![0]));
+        assign(&mut live, &[(0, Some(0), None)]);
+        morning(&mut live, 0, 0..5, U);
+        let mut emits = turn(&mut live, &[0]);
+        message(&mut live, 0, 5, U, NEXT_DAY);
+        emits.extend(turn(&mut live, &[0]));
+        assert_eq!(lines_of(&emits, U), [(EmitKind::Closed, 5)]);
+        assert_eq!(live.metrics.redelivered_withheld.get(), 4);
     }
 }

@@ -62,6 +62,17 @@ impl Pipeline {
         let _ = self.correlator.observe_facts(ev);
     }
 
+    /// Forgets all state built from logins and activity, and every alert
+    /// aggregate, without writing a line; setup-audit state stays. A live
+    /// instance calls it when its partitions are revoked: whoever reads them
+    /// next (this instance included) rebuilds that state from the committed
+    /// offsets and warm-up, exactly as after a restart, so no record is
+    /// counted twice and no alert is closed from a partial view.
+    pub fn forget_traffic(&mut self) {
+        self.correlator.forget_traffic();
+        self.aggregator.forget();
+    }
+
     /// Alerts closed before their time by `alerts.max_open`.
     pub fn early_closes(&self) -> u64 {
         self.aggregator.early_closes

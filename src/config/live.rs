@@ -421,6 +421,13 @@ fn kafka_config(k: &RawKafka, problems: &mut Vec<String>) -> KafkaConfig {
     if k.group_instance_id.as_deref().is_some_and(|id| id.trim().is_empty() || id.len() > 249) {
         problems.push("kafka.group_instance_id must be a non-empty id of at most 249 characters".into());
     }
+    for (what, map) in [("properties", &k.properties), ("consumer_properties", &k.consumer_properties)] {
+        if map.get("partition.assignment.strategy").is_some_and(|v| v.contains("cooperative")) {
+            problems.push(format!(
+                "kafka.{what}.\"partition.assignment.strategy\" cannot be cooperative: ccwatch forgets and rebuilds correlation state on every rebalance, which needs the eager protocol"
+            ));
+        }
+    }
     if k.consumer_properties.contains_key("group.instance.id") || k.properties.contains_key("group.instance.id") {
         problems
             .push("group.instance.id is set by kafka.group_instance_id (it applies to the login consumer only)".into());

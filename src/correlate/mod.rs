@@ -113,6 +113,20 @@ impl Correlator {
         self.sessions.finish();
     }
 
+    /// Forgets everything learnt from logins and activity (IP history,
+    /// failure windows, grant sessions, the watermark), keeping the setup
+    /// timeline and the cumulative counts. For a live instance whose
+    /// partitions were taken away: the traffic is read again from the
+    /// committed offsets (with warm-up), so state built from it must not
+    /// count it twice, and nothing learnt from a partition now read
+    /// elsewhere may close or continue an alert here.
+    pub fn forget_traffic(&mut self) {
+        self.pairs.clear();
+        self.failures.clear();
+        self.sessions.forget_all();
+        self.watermark = EventTime::BEGINNING;
+    }
+
     /// The latest event time seen.
     pub fn watermark(&self) -> EventTime {
         self.watermark

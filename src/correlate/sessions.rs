@@ -359,6 +359,14 @@ impl Sessions {
             self.expire_front();
         }
     }
+
+    /// Forgets every session and waiting record, keeping the cumulative
+    /// counts: the traffic they came from will be read again.
+    pub fn forget_all(&mut self) {
+        let stats = self.stats;
+        *self = Sessions::new(self.limits);
+        self.stats = stats;
+    }
 }
 
 #[cfg(test)]

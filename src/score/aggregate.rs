@@ -52,6 +52,14 @@ impl Aggregator {
         }
     }
 
+    /// Drops every open and remembered aggregate without a line: their
+    /// records will be read again (see `Pipeline::forget_traffic`).
+    pub fn forget(&mut self) {
+        self.open.clear();
+        self.by_close.clear();
+        self.closed.clear();
+    }
+
     pub fn open_count(&self) -> usize {
         self.open.len()
     }

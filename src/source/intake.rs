@@ -77,6 +77,14 @@ pub struct Received {
     key: Option<Range<usize>>,
 }
 
+#[cfg(test)]
+impl Received {
+    /// A login or audit message as the run loop sees it, for its tests.
+    pub fn for_test(stream: Stream, partition: i32, offset: i64, records: u32) -> Received {
+        Received { stream, partition, offset, records, raw: None, payload: 0..0, key: None }
+    }
+}
+
 #[derive(Debug)]
 pub struct Raw {
     pub payload: Vec<u8>,

@@ -137,12 +137,18 @@ impl Ledger {
     /// The partitions were taken away. Their in-flight messages are
     /// abandoned (the caller drops their records unprocessed); what they had
     /// finished is remembered for `already_processed`.
+    /// A partition revoked again before its redelivery passed what it had
+    /// processed keeps the older memory beyond what it received since.
     pub fn revoke(&mut self, partitions: &[i32]) {
         for p in partitions {
             let Some(part) = self.parts.remove(p) else { continue };
             let Some(last) = part.last else { continue };
-            let unfinished = part.open.into_keys().collect();
-            self.revoked.insert(*p, Revoked { below: last + 1, unfinished });
+            let mut r = Revoked { below: last + 1, unfinished: part.open.into_keys().collect() };
+            if let Some(old) = self.revoked.remove(p) {
+                r.below = r.below.max(old.below);
+                r.unfinished.extend(old.unfinished.into_iter().filter(|&u| u > last));
+            }
+            self.revoked.insert(*p, r);
         }
     }
 }
@@ -203,5 +209,28 @@ mod tests {
         let skipped: Vec<i64> = (8..17).filter(|&off| o.already_processed(0, off)).collect();
         assert_eq!(skipped, [8, 9, 10, 11, 13], "below the last received offset, except what was in flight");
         assert!(!o.already_processed(0, 13), "past the old range the memory is gone");
+    }
+
+    #[test]
+    fn a_partition_revoked_again_mid_redelivery_keeps_what_it_had_processed() {
+        let mut o = Ledger::default();
+        o.expect(0, 0);
+        for off in 0..10 {
+            o.open(0, off, 1);
+        }
+        for off in (0..10).filter(|&off| off != 4) {
+            done(&mut o, 0, off);
+        }
+        o.revoke(&[0]);
+        // Back from commit 0; offsets 0-2 are redelivered, then it is revoked again.
+        o.expect(0, 0);
+        for off in 0..3 {
+            assert!(o.already_processed(0, off));
+            o.open(0, off, 0);
+        }
+        o.revoke(&[0]);
+        o.expect(0, 0);
+        let processed: Vec<i64> = (0..12).filter(|&off| o.already_processed(0, off)).collect();
+        assert_eq!(processed, [0, 1, 2, 3, 5, 6, 7, 8, 9], "4 never finished; 10 and on never arrived");
     }
 }

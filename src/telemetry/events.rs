@@ -169,13 +169,13 @@ impl InternalEvent for PartitionsRevoked<'_> {
     }
 }
 
-/// A login message this instance had processed before its partition was
-/// revoked came back: skipped.
-pub struct RedeliverySkipped;
+/// A login message this instance had processed and delivered before its
+/// partition was revoked came back uncommitted: it only rebuilds state.
+pub struct RedeliveryWithheld;
 
-impl InternalEvent for RedeliverySkipped {
+impl InternalEvent for RedeliveryWithheld {
     fn emit(self, m: &Metrics) {
-        m.redelivered_skipped.inc();
+        m.redelivered_withheld.inc();
     }
 }
 

@@ -62,7 +62,7 @@ pub struct Metrics {
     pub revoked_records_dropped: IntCounter,
     /// Messages redelivered after a partition came back that this instance
     /// had already processed: skipped, not counted twice.
-    pub redelivered_skipped: IntCounter,
+    pub redelivered_withheld: IntCounter,
     /// Setup records that arrived after a later grant had been scored without them.
     pub late_setup_records: IntCounter,
     /// Alerts closed before their day ended because `alerts.max_open` was reached.
@@ -283,11 +283,11 @@ impl Metrics {
                 "Login records received from a partition revoked before they were processed; dropped \
                  unprocessed and uncommitted, so the partition's next owner reads them again.",
             ),
-            redelivered_skipped: counter(
+            redelivered_withheld: counter(
                 &r,
-                "ccwatch_redelivered_skipped_total",
+                "ccwatch_redelivered_withheld_total",
                 "Login messages redelivered after their partition came back to this instance that it had \
-                 already processed; skipped so nothing is counted twice.",
+                 already processed and delivered; they rebuild correlation state with their alerts withheld.",
             ),
             sessions_open: gauge(
                 &r,
