@@ -40,6 +40,18 @@ pub struct Weights {
     pub new_source_ip: f64,
     pub flow_recently_enabled: f64,
     pub failed_grant_burst: f64,
+    // Data-access factors (`client_credentials_data_access`); the last
+    // two apply to grant alerts too.
+    pub recon_query_pattern: f64,
+    pub sensitive_objects: f64,
+    pub bulk_export: f64,
+    pub bulk_job_deleted_quickly: f64,
+    pub high_row_volume: f64,
+    pub ioc_user_agent: f64,
+    pub activity_ip_differs: f64,
+    pub shield_anomaly: f64,
+    pub anonymizing_source_ip: f64,
+    pub new_asn: f64,
 }
 
 impl Default for Weights {
@@ -53,6 +65,16 @@ impl Default for Weights {
             new_source_ip: 1.0,
             flow_recently_enabled: 0.5,
             failed_grant_burst: 1.0,
+            recon_query_pattern: 1.0,
+            sensitive_objects: 0.5,
+            bulk_export: 1.0,
+            bulk_job_deleted_quickly: 1.5,
+            high_row_volume: 1.0,
+            ioc_user_agent: 1.5,
+            activity_ip_differs: 0.5,
+            shield_anomaly: 1.0,
+            anonymizing_source_ip: 1.5,
+            new_asn: 1.0,
         }
     }
 }
@@ -136,6 +158,64 @@ impl Default for RawCorrelation {
     }
 }
 
+/// `[activity]`: what the data-access rule counts as reconnaissance, bulk
+/// export, high volume and sensitive (`correlate::access`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActivityConfig {
+    /// Objects whose reading adds `sensitive_objects` (case-insensitive).
+    pub sensitive_objects: Vec<String>,
+    /// `recon_query_pattern`: this many `SELECT COUNT()` queries on distinct
+    /// objects within `recon_window_minutes` (or a global `sobjects` list
+    /// call and one `COUNT()`).
+    pub recon_window_minutes: u32,
+    pub recon_min_objects: usize,
+    /// `bulk_job_deleted_quickly`: a Bulk API 2.0 job deleted at most this
+    /// long after it completed.
+    pub bulk_delete_within_seconds: u32,
+    /// `bulk_export`: no bulk export in this many previous days of history.
+    pub bulk_quiet_days: u32,
+    /// `high_row_volume`: rows read in a UTC day ≥ max(`median_factor` × the
+    /// pair's median, `min_rows`) once the pair has `baseline_days` of
+    /// history; before that ≥ `absolute_rows`.
+    pub median_factor: f64,
+    pub min_rows: u64,
+    pub absolute_rows: u64,
+    pub baseline_days: u32,
+    /// `shield_anomaly`: an `ApiAnomalyEventStore` score (0–1) at least this.
+    pub anomaly_score: f64,
+    /// `ioc_user_agent`: user agents matched as case-insensitive substrings;
+    /// the default is the published UNC6395 agents.
+    pub ioc_user_agents: Vec<String>,
+    /// (user, app) pairs whose activity history is kept (LRU, evictions counted).
+    pub max_pairs: usize,
+}
+
+impl Default for ActivityConfig {
+    fn default() -> Self {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect();
+        ActivityConfig {
+            sensitive_objects: s(&["Account", "Contact", "Lead", "User", "Case", "Opportunity", "Organization"]),
+            recon_window_minutes: 10,
+            recon_min_objects: 3,
+            bulk_delete_within_seconds: 300,
+            bulk_quiet_days: 7,
+            median_factor: 10.0,
+            min_rows: 10_000,
+            absolute_rows: 100_000,
+            baseline_days: 7,
+            anomaly_score: 0.8,
+            ioc_user_agents: s(&[
+                "Salesforce-Multi-Org-Fetcher/1.0",
+                "Salesforce-CLI/1.0",
+                "python-requests/2.32.4",
+                "Python/3.11 aiohttp/3.12.15",
+            ]),
+            max_pairs: 100_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertConfig {
@@ -190,6 +270,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub alerts: AlertConfig,
     #[serde(default)]
+    pub activity: ActivityConfig,
+    #[serde(default)]
     pub replay: ReplayConfig,
     #[serde(default)]
     pub ip_ranges: Vec<RawIpRanges>,
@@ -223,6 +305,7 @@ pub struct CorrelateConfig {
     pub token_lifetime_ms: i64,
     pub max_sessions: usize,
     pub max_waiting_activity: usize,
+    pub activity: ActivityConfig,
     pub ranges: AllowedRanges,
 }
 
@@ -406,6 +489,7 @@ impl Config {
                 token_lifetime_ms: i64::from(c.token_lifetime_minutes) * MS_PER_MINUTE,
                 max_sessions: c.max_sessions,
                 max_waiting_activity: c.max_waiting_activity,
+                activity: raw.activity,
                 ranges,
             },
             alerts: raw.alerts,

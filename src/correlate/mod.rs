@@ -14,6 +14,10 @@
 //! arriving ahead of them (a restarted instance reading the audit topic from
 //! its start) close nothing early.
 //!
+//! Post-grant activity is attributed to a grant session (`sessions`), then
+//! folded into its (user, app) day (`access`), which reports an
+//! `Observation::Access` once the day has a trigger factor.
+//!
 //! Pure and synchronous: `observe(&NormalizedEvent) -> Option<Observation>`.
 //! The pipeline calls it in two steps, `observe_facts` then, only for a grant
 //! that will raise or change an alert, `describe_grant`, which writes the
@@ -24,6 +28,7 @@
 //! model itself is sized by the org (users, permission sets, profiles), not by
 //! traffic.
 
+mod access;
 mod privileges;
 mod sessions;
 mod setup;
@@ -31,9 +36,10 @@ mod setup;
 use crate::config::CorrelateConfig;
 use crate::event::ip::parse_ip;
 use crate::event::{
-    key, profile_key, user_key, EventTime, FailedBurst, GrantObservation, IpRange, IpVerdict, Login, NormalizedEvent,
-    Observation, SfId, UserRef,
+    key, profile_key, user_key, AccessObservation, Activity, EventTime, FailedBurst, GrantObservation, IpRange,
+    IpVerdict, Login, NormalizedEvent, Observation, SfId, UserRef,
 };
+use access::{Access, Grant};
 use lru::LruCache;
 pub use sessions::{Attribution, SessionStats};
 use sessions::{SessionLimits, Sessions};
@@ -70,6 +76,8 @@ pub struct CorrelateStats {
     pub sessions: SessionStats,
     pub sessions_open: usize,
     pub activity_waiting: usize,
+    /// (user, app) pairs dropped from activity history by the LRU bound.
+    pub activity_evictions: u64,
 }
 
 #[derive(Debug, Default)]
@@ -82,6 +90,7 @@ pub struct Correlator {
     cfg: CorrelateConfig,
     setup: Timeline,
     sessions: Sessions,
+    access: Access,
     pairs: LruCache<(Principal, String), PairState>,
     failures: LruCache<Principal, VecDeque<EventTime>>,
     watermark: EventTime,
@@ -100,6 +109,7 @@ impl Correlator {
         Correlator {
             setup: Timeline::new(&cfg),
             sessions: Sessions::new(limits),
+            access: Access::new(&cfg.activity),
             cfg,
             pairs,
             failures,
@@ -124,6 +134,7 @@ impl Correlator {
         self.pairs.clear();
         self.failures.clear();
         self.sessions.forget_all();
+        self.access.forget();
         self.watermark = EventTime::BEGINNING;
     }
 
@@ -147,6 +158,7 @@ impl Correlator {
             sessions: self.sessions.stats,
             sessions_open: self.sessions.open_count(),
             activity_waiting: self.sessions.waiting_count(),
+            activity_evictions: self.access.evictions,
             ..self.stats.clone()
         }
     }
@@ -186,16 +198,44 @@ impl Correlator {
                 self.setup.as_of(l.time);
                 self.observe_login(l)
             }
-            // Post-grant activity is attributed to its grant's session;
-            // the data-access rule that scores it is not built yet.
+            // Post-grant activity is attributed to its grant's session,
+            // then folded into its (user, app) day for the data-access rule.
             NormalizedEvent::Activity(a) => {
-                if let Some(user) = user_key(a.user_id.as_ref(), a.username.as_deref()) {
-                    self.sessions.observe(&user, a);
-                }
-                None
+                let user = user_key(a.user_id.as_ref(), a.username.as_deref())?;
+                let (id, how) = self.sessions.observe(&user, a)?;
+                self.access_of(a, id, how).map(|o| Observation::Access(Box::new(o)))
             }
             setup => self.setup.insert(setup),
         }
+    }
+
+    /// The grant that opened session `session` was scored into `alert_id`:
+    /// its activity's data-access alert carries that alert's factors.
+    pub fn tag_session(&mut self, session: u64, alert_id: &str, score: f64) {
+        self.sessions.tag(session, alert_id, score);
+    }
+
+    /// Activity that waited for a grant and was attributed when it arrived:
+    /// its data-access observations, in arrival order. Called after the
+    /// grant's own observation was scored and its session tagged.
+    pub fn late_access(&mut self) -> Vec<Observation> {
+        let late = self.sessions.take_late();
+        late.into_iter()
+            .filter_map(|(a, id, how)| self.access_of(&a, id, how))
+            .map(|o| Observation::Access(Box::new(o)))
+            .collect()
+    }
+
+    fn access_of(&mut self, a: &Activity, session: u64, how: Attribution) -> Option<AccessObservation> {
+        let s = self.sessions.get(session)?;
+        let model = self.setup.model();
+        let user_id = a
+            .user_id
+            .or_else(|| model.privileges.resolve(&UserRef { id: None, name: a.username.as_deref().map(Into::into) }));
+        let username =
+            a.username.as_deref().map(str::to_string).or_else(|| user_id.and_then(|id| model.privileges.username(id)));
+        let grant = Grant { session: s, how, user_id, username: username.as_deref(), app_name: s.app_name.as_deref() };
+        self.access.observe(a, grant)
     }
 
     fn principal(&self, l: &Login) -> Option<Principal> {
@@ -238,9 +278,8 @@ impl Correlator {
         let app = app_key(l.app.as_deref());
         let ip = self.ip_verdict(l, user_id, username.as_deref(), &app, false);
         let new_ip = self.remember_ip(&principal, &app, l);
-        if let Some(user) = user_key(user_id.as_ref(), username.as_deref()) {
-            self.sessions.open(l.time, l.org_id, &user, l.app.as_deref(), l.source_ip.as_deref(), &l.keys);
-        }
+        let session = user_key(user_id.as_ref(), username.as_deref())
+            .map(|user| self.sessions.open(l.time, l.org_id, &user, l.app.as_deref(), l.source_ip.as_deref(), &l.keys));
         let failed_burst = self.failures.get_mut(&principal).and_then(|q| {
             while q.front().is_some_and(|t| t.0 < l.time.0 - window) {
                 q.pop_front();
@@ -262,6 +301,7 @@ impl Correlator {
             new_ip,
             flow_change,
             failed_burst,
+            session,
         })))
     }
 

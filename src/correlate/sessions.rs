@@ -45,9 +45,12 @@ pub struct Session {
     pub user: Box<str>,
     /// App key (`event::key` of the name), when the grant named one.
     pub app: Option<Box<str>>,
+    pub app_name: Option<Box<str>>,
     pub ip: Option<Box<str>>,
     /// Activity records attributed, by how: key, request, tuple.
     pub attributed: [u64; 3],
+    /// The grant's alert id and score, once scored (`Sessions::tag`).
+    pub grant_alert: Option<(Box<str>, f64)>,
     keys: GrantKeys,
 }
 
@@ -102,6 +105,8 @@ pub struct Sessions {
     live_waiting: usize,
     seq: u64,
     clock: EventTime,
+    /// Waiting activity a grant just matched, for the caller to take.
+    late: Vec<(Box<Activity>, u64, Attribution)>,
     pub stats: SessionStats,
 }
 
@@ -142,6 +147,7 @@ impl Sessions {
             live_waiting: 0,
             seq: 0,
             clock: EventTime::BEGINNING,
+            late: Vec::new(),
             stats: SessionStats::default(),
         }
     }
@@ -154,9 +160,20 @@ impl Sessions {
         self.live_waiting
     }
 
-    #[cfg(test)]
-    pub(crate) fn get(&self, id: u64) -> Option<&Session> {
+    pub fn get(&self, id: u64) -> Option<&Session> {
         self.sessions.peek(&id)
+    }
+
+    /// Records the alert the session's grant was scored into.
+    pub fn tag(&mut self, id: u64, alert_id: &str, score: f64) {
+        if let Some(s) = self.sessions.peek_mut(&id) {
+            s.grant_alert = Some((alert_id.into(), score));
+        }
+    }
+
+    /// Waiting activity attributed when its grant arrived, since the last call.
+    pub fn take_late(&mut self) -> Vec<(Box<Activity>, u64, Attribution)> {
+        std::mem::take(&mut self.late)
     }
 
     /// A successful client-credentials grant opens a session; its user's
@@ -181,8 +198,10 @@ impl Sessions {
             org,
             user: user.into(),
             app: app.map(|a| key(a).into()),
+            app_name: app.map(Into::into),
             ip: usable_ip(ip).map(Into::into),
             attributed: [0; 3],
+            grant_alert: None,
             keys: keys.clone(),
         };
         for (map, k) in self.key_indexes().into_iter().zip(key_values(keys)) {
@@ -344,6 +363,7 @@ impl Sessions {
                 Some((id, how)) => {
                     self.live_waiting -= 1;
                     self.count(id, how, &w.activity, true);
+                    self.late.push((w.activity, id, how));
                 }
                 None => keep.push_back(w),
             }

@@ -461,6 +461,8 @@ pub struct GrantObservation {
     pub new_ip: Option<usize>,
     pub flow_change: Option<FlowChange>,
     pub failed_burst: Option<FailedBurst>,
+    /// The grant session it opened (`correlate::sessions`).
+    pub session: Option<u64>,
 }
 
 /// A setup change that turns the flow on or assigns a run-as user.
@@ -479,6 +481,147 @@ pub struct EnablementObservation {
 pub enum Observation {
     Grant(Box<GrantObservation>),
     Enablement(Box<EnablementObservation>),
+    Access(Box<AccessObservation>),
+}
+
+/// Records attributed to a grant, by how (`correlate::sessions`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct AttributionCounts {
+    pub key: u64,
+    pub request: u64,
+    pub tuple: u64,
+}
+
+/// Items kept per list of an `ActivitySummary`.
+pub const SUMMARY_ITEMS: usize = 16;
+
+/// What a client-credentials token did in one UTC day: the data-access
+/// alert's `activity` object. Additive: two summaries of disjoint records
+/// `absorb` into the summary of both (lists are sorted sets of at most
+/// `SUMMARY_ITEMS`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ActivitySummary {
+    pub queries: u64,
+    pub rows: u64,
+    pub entities: Vec<String>,
+    pub sensitive_entities: Vec<String>,
+    pub bulk_jobs_completed: u64,
+    pub bulk_results_downloaded: u64,
+    pub bulk_jobs_deleted: u64,
+    pub report_exports: u64,
+    pub user_agents: Vec<String>,
+    pub source_ips: Vec<String>,
+    pub asns: Vec<String>,
+    pub attribution: AttributionCounts,
+    pub sources: Vec<String>,
+}
+
+/// Adds `item` to a sorted set of at most `SUMMARY_ITEMS`.
+pub fn add_item(set: &mut Vec<String>, item: &str) {
+    if let Err(at) = set.binary_search_by(|x| x.as_str().cmp(item)) {
+        if set.len() < SUMMARY_ITEMS {
+            set.insert(at, item.to_string());
+        }
+    }
+}
+
+impl ActivitySummary {
+    pub fn absorb(&mut self, o: &ActivitySummary) {
+        self.queries += o.queries;
+        self.rows += o.rows;
+        self.bulk_jobs_completed += o.bulk_jobs_completed;
+        self.bulk_results_downloaded += o.bulk_results_downloaded;
+        self.bulk_jobs_deleted += o.bulk_jobs_deleted;
+        self.report_exports += o.report_exports;
+        self.attribution.key += o.attribution.key;
+        self.attribution.request += o.attribution.request;
+        self.attribution.tuple += o.attribution.tuple;
+        for (mine, theirs) in [
+            (&mut self.entities, &o.entities),
+            (&mut self.sensitive_entities, &o.sensitive_entities),
+            (&mut self.user_agents, &o.user_agents),
+            (&mut self.source_ips, &o.source_ips),
+            (&mut self.asns, &o.asns),
+            (&mut self.sources, &o.sources),
+        ] {
+            for item in theirs {
+                add_item(mine, item);
+            }
+        }
+    }
+}
+
+/// An activity factor: what the token's activity showed (`correlate::access`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ActivityFactor {
+    ReconQueryPattern,
+    SensitiveObjects,
+    BulkExport,
+    BulkJobDeletedQuickly,
+    HighRowVolume,
+    IocUserAgent,
+    AnonymizingSourceIp,
+    NewAsn,
+    ActivityIpDiffers,
+    ShieldAnomaly,
+}
+
+impl ActivityFactor {
+    pub const ALL: [ActivityFactor; 10] = [
+        ActivityFactor::ReconQueryPattern,
+        ActivityFactor::SensitiveObjects,
+        ActivityFactor::BulkExport,
+        ActivityFactor::BulkJobDeletedQuickly,
+        ActivityFactor::HighRowVolume,
+        ActivityFactor::IocUserAgent,
+        ActivityFactor::AnonymizingSourceIp,
+        ActivityFactor::NewAsn,
+        ActivityFactor::ActivityIpDiffers,
+        ActivityFactor::ShieldAnomaly,
+    ];
+
+    pub fn id(self) -> &'static str {
+        match self {
+            ActivityFactor::ReconQueryPattern => "recon_query_pattern",
+            ActivityFactor::SensitiveObjects => "sensitive_objects",
+            ActivityFactor::BulkExport => "bulk_export",
+            ActivityFactor::BulkJobDeletedQuickly => "bulk_job_deleted_quickly",
+            ActivityFactor::HighRowVolume => "high_row_volume",
+            ActivityFactor::IocUserAgent => "ioc_user_agent",
+            ActivityFactor::AnonymizingSourceIp => "anonymizing_source_ip",
+            ActivityFactor::NewAsn => "new_asn",
+            ActivityFactor::ActivityIpDiffers => "activity_ip_differs",
+            ActivityFactor::ShieldAnomaly => "shield_anomaly",
+        }
+    }
+
+    /// Whether it raises a data-access alert on its own.
+    pub fn triggers(self) -> bool {
+        !matches!(self, ActivityFactor::SensitiveObjects | ActivityFactor::ActivityIpDiffers)
+    }
+}
+
+/// One attributed activity record, as the data-access rule sees it: the
+/// day's facts so far for its (user, app), and what this record adds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessObservation {
+    pub time: EventTime,
+    pub org_id: Option<SfId>,
+    pub user_id: Option<SfId>,
+    pub username: Option<String>,
+    /// The grant's app and source IP.
+    pub app: Option<String>,
+    pub source_ip: Option<String>,
+    /// The highest-scoring grant alert attributed this day: its id and score.
+    pub grant: Option<(String, f64)>,
+    /// Every activity factor of the day so far, each once, with its detail.
+    pub factors: Vec<(ActivityFactor, String)>,
+    /// This record's contribution; on the day's first alert, everything so far.
+    pub summary: ActivitySummary,
+    /// Records `summary` covers.
+    pub count: u64,
+    pub first_time: EventTime,
+    pub evidence: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
@@ -508,6 +651,7 @@ impl Severity {
 pub enum Rule {
     ClientCredentialsGrant,
     ClientCredentialsEnabled,
+    ClientCredentialsDataAccess,
 }
 
 impl Rule {
@@ -515,6 +659,7 @@ impl Rule {
         match self {
             Rule::ClientCredentialsGrant => "client_credentials_grant",
             Rule::ClientCredentialsEnabled => "client_credentials_enabled",
+            Rule::ClientCredentialsDataAccess => "client_credentials_data_access",
         }
     }
 }
@@ -545,6 +690,9 @@ pub struct Alert {
     pub count: u64,
     pub factors: Vec<Factor>,
     pub evidence: Vec<String>,
+    /// What the token did (`client_credentials_data_access` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activity: Option<Box<ActivitySummary>>,
     pub mitre: Vec<&'static str>,
     pub remediation: &'static str,
     /// Event-time bounds kept for aggregation; not serialised.

@@ -14,7 +14,7 @@
 //! starting again at 1.
 
 use crate::event::time::MS_PER_HOUR;
-use crate::event::{Alert, Emit, EmitKind, EventTime};
+use crate::event::{Alert, Emit, EmitKind, EventTime, Factor};
 use lru::LruCache;
 use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroUsize;
@@ -58,6 +58,14 @@ impl Aggregator {
         self.open.clear();
         self.by_close.clear();
         self.closed.clear();
+    }
+
+    /// The factors of an open or remembered alert.
+    pub fn factors_of(&self, id: &str) -> Option<Vec<Factor>> {
+        match self.open.get(id) {
+            Some(o) => Some(o.alert.factors.clone()),
+            None => self.closed.peek(id).map(|a| a.factors.clone()),
+        }
     }
 
     pub fn open_count(&self) -> usize {
@@ -172,9 +180,13 @@ fn add_occurrences<'e>(
 }
 
 /// Folds `cand` into `agg`; true when the score rose (factors replaced).
+/// Activity summaries add up.
 fn merge(agg: &mut Alert, cand: Alert, max_evidence: usize) -> bool {
     let evidence = cand.evidence.iter().map(String::as_str);
     add_occurrences(agg, cand.count, cand.first_time, cand.last_time, evidence, max_evidence);
+    if let Some(activity) = &cand.activity {
+        agg.activity.get_or_insert_default().absorb(activity);
+    }
     if cand.score > agg.score {
         agg.score = cand.score;
         agg.severity = cand.severity;
@@ -184,6 +196,12 @@ fn merge(agg: &mut Alert, cand: Alert, max_evidence: usize) -> bool {
             agg.username = cand.username;
         }
         return true;
+    }
+    // At the same (capped) score, a candidate naming more factors (a
+    // data-access day that found one more) explains the alert better.
+    if cand.score == agg.score && cand.factors.len() > agg.factors.len() {
+        agg.factors = cand.factors;
+        agg.title = cand.title;
     }
     false
 }
@@ -219,6 +237,7 @@ mod tests {
             count: 1,
             factors: vec![],
             evidence: vec![ev.into()],
+            activity: None,
             mitre: vec![],
             remediation: "",
             first_time: EventTime(t),

@@ -4,15 +4,17 @@
 //! (`base_score`, 7.0) and each applicable factor adds its configured weight;
 //! the sum is capped to [0, 10] and mapped to a severity band. Each factor
 //! carries a one-line detail naming its evidence, so an analyst can see why
-//! without re-running anything. Pure: no state, no I/O.
+//! without re-running anything. A data-access alert starts from the same base
+//! with its best grant's factors and adds the activity factors' weights.
+//! Pure: no state, no I/O.
 
 pub mod aggregate;
 
 use crate::config::ScoringConfig;
 use crate::event::{key, user_key};
 use crate::event::{
-    Alert, EnablementObservation, EventTime, Factor, GrantObservation, IpVerdict, Observation, PermGrant, Rule,
-    Severity, SfId,
+    AccessObservation, ActivityFactor, Alert, EnablementObservation, EventTime, Factor, GrantObservation, IpVerdict,
+    Observation, PermGrant, Rule, Severity, SfId,
 };
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
@@ -24,6 +26,9 @@ use std::collections::HashMap;
 const GRANT_MITRE: [&str; 3] = ["T1078.004", "T1528", "T1550.001"];
 /// Adding credentials to a cloud app, and the valid account it then enables.
 const ENABLE_MITRE: [&str; 2] = ["T1098.001", "T1078.004"];
+/// Using the token, data from an information repository, and exfiltration
+/// over a web service.
+const ACCESS_MITRE: [&str; 3] = ["T1550.001", "T1213", "T1567"];
 
 /// From Salesforce's "OAuth Flow Enablement: Disable Client Credentials Flow" control.
 pub const REMEDIATION: &str = "Disable the client credentials flow on this app unless it is required \
@@ -105,6 +110,78 @@ impl Scorer {
         match obs {
             Observation::Grant(g) => self.grant(g),
             Observation::Enablement(e) => self.enablement(e),
+            Observation::Access(a) => self.access(a, Vec::new()),
+        }
+    }
+
+    fn activity_weight(&self, f: ActivityFactor) -> f64 {
+        let w = &self.cfg.weights;
+        match f {
+            ActivityFactor::ReconQueryPattern => w.recon_query_pattern,
+            ActivityFactor::SensitiveObjects => w.sensitive_objects,
+            ActivityFactor::BulkExport => w.bulk_export,
+            ActivityFactor::BulkJobDeletedQuickly => w.bulk_job_deleted_quickly,
+            ActivityFactor::HighRowVolume => w.high_row_volume,
+            ActivityFactor::IocUserAgent => w.ioc_user_agent,
+            ActivityFactor::AnonymizingSourceIp => w.anonymizing_source_ip,
+            ActivityFactor::NewAsn => w.new_asn,
+            ActivityFactor::ActivityIpDiffers => w.activity_ip_differs,
+            ActivityFactor::ShieldAnomaly => w.shield_anomaly,
+        }
+    }
+
+    /// The data-access alert's id: rule + org + user + app + UTC day of the activity.
+    pub fn access_alert_id(&self, a: &AccessObservation) -> String {
+        let org = a.org_id.or(self.default_org);
+        alert_id(
+            Rule::ClientCredentialsDataAccess,
+            org.as_ref().map_or("", SfId::as_str),
+            user_key(a.user_id.as_ref(), a.username.as_deref()).as_deref().unwrap_or(""),
+            &key(a.app.as_deref().unwrap_or("")),
+            "",
+            &a.time.day_string(),
+        )
+    }
+
+    /// The data-access alert: the attributed grant's factors (`grant`, as
+    /// its alert carries them) and the day's activity factors, each id once.
+    pub fn access(&self, a: &AccessObservation, grant: Vec<Factor>) -> Alert {
+        let mut factors = grant;
+        for (f, detail) in &a.factors {
+            if !factors.iter().any(|x| x.id == f.id()) {
+                factors.push(Factor { id: f.id(), weight: self.activity_weight(*f), detail: detail.clone() });
+            }
+        }
+        let score = self.total(&factors);
+        let user_label =
+            a.username.clone().or_else(|| a.user_id.map(|i| i.to_string())).unwrap_or_else(|| "unknown user".into());
+        let shown: Vec<&str> = a.factors.iter().filter(|(f, _)| f.triggers()).map(|(f, _)| f.id()).collect();
+        let title = format!(
+            "Client credentials token of run-as user {user_label} via app '{}' accessed data: {}",
+            a.app.as_deref().unwrap_or("unknown"),
+            shown.join(", "),
+        );
+        Alert {
+            alert_id: self.access_alert_id(a),
+            rule: Rule::ClientCredentialsDataAccess,
+            severity: self.severity(score),
+            score,
+            title,
+            org_id: a.org_id.or(self.default_org).map(|o| o.to_string()),
+            user_id: a.user_id.map(|i| i.to_string()),
+            username: a.username.clone(),
+            app: a.app.clone(),
+            source_ip: a.source_ip.clone(),
+            first_seen: a.first_time.to_string(),
+            last_seen: a.time.to_string(),
+            count: a.count,
+            factors,
+            evidence: a.evidence.clone(),
+            activity: Some(Box::new(a.summary.clone())),
+            mitre: ACCESS_MITRE.to_vec(),
+            remediation: REMEDIATION,
+            first_time: a.first_time,
+            last_time: a.time,
         }
     }
 
@@ -240,6 +317,7 @@ impl Scorer {
             count: 1,
             factors,
             evidence: l.event_id.as_deref().map(|e| vec![e.to_string()]).unwrap_or_default(),
+            activity: None,
             mitre: GRANT_MITRE.to_vec(),
             remediation: REMEDIATION,
             first_time: l.time,
@@ -304,6 +382,7 @@ impl Scorer {
             count: 1,
             factors,
             evidence: a.id.as_deref().map(|i| vec![i.to_string()]).unwrap_or_default(),
+            activity: None,
             mitre: ENABLE_MITRE.to_vec(),
             remediation: REMEDIATION,
             first_time: time,

@@ -36,6 +36,7 @@ fn base_obs() -> GrantObservation {
         new_ip: None,
         flow_change: None,
         failed_burst: None,
+        session: None,
     }
 }
 

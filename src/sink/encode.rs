@@ -26,6 +26,8 @@ fn technique_name(id: &str) -> &'static str {
         "T1528" => "Steal Application Access Token",
         "T1550.001" => "Use Alternate Authentication Material: Application Access Token",
         "T1098.001" => "Account Manipulation: Additional Cloud Credentials",
+        "T1213" => "Data from Information Repositories",
+        "T1567" => "Exfiltration Over Web Service",
         _ => "",
     }
 }
@@ -37,7 +39,7 @@ fn ocsf(a: &Alert, kind: EmitKind) -> Value {
         EmitKind::Raised => (1, "Create"),
         EmitKind::ScoreRose | EmitKind::Closed => (2, "Update"),
     };
-    json!({
+    let mut v = json!({
         "class_uid": 2004,
         "class_name": "Detection Finding",
         "category_uid": 2,
@@ -76,11 +78,15 @@ fn ocsf(a: &Alert, kind: EmitKind) -> Value {
             "product": {"name": "ccwatch", "vendor_name": "ccwatch", "version": env!("CARGO_PKG_VERSION")},
         },
         "unmapped": {"score": a.score, "factors": a.factors},
-    })
+    });
+    if let Some(activity) = &a.activity {
+        v["unmapped"]["activity"] = json!(activity);
+    }
+    v
 }
 
 fn ecs(a: &Alert) -> Value {
-    json!({
+    let mut v = json!({
         "@timestamp": a.last_seen,
         "message": a.title,
         "event": {
@@ -111,7 +117,11 @@ fn ecs(a: &Alert) -> Value {
             "evidence": a.evidence,
             "remediation": a.remediation,
         },
-    })
+    });
+    if let Some(activity) = &a.activity {
+        v["ccwatch"]["activity"] = json!(activity);
+    }
+    v
 }
 
 /// Appends one JSON line for `a` to `out`.
