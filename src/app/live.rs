@@ -219,6 +219,38 @@ fn advance_lane(merge: &mut Merge<Pending>, lane: (Stream, i32), events: u32, la
 }
 
 impl Live {
+    /// A loop with no sinks, dead letters or audit partitions yet.
+    fn new(
+        pipeline: Pipeline,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+        login_topic: &str,
+        audit_topic: Option<&str>,
+        max_pending: usize,
+    ) -> Live {
+        Live {
+            counters: Counters::default(),
+            audit_topic: audit_topic.unwrap_or_default().to_string(),
+            login_topic: login_topic.to_string(),
+            metrics,
+            health,
+            pipeline,
+            merge: Merge::new(max_pending),
+            ledger: Ledger::default(),
+            audit: AuditProgress::default(),
+            sinks: Vec::new(),
+            dead_letters: None,
+            alert_dead_letters: None,
+            log_limiter: LogLimiter::default(),
+            turn: Turn::default(),
+            warm_until: HashMap::new(),
+            assigned: false,
+            outputs: Vec::new(),
+            seen: Seen::default(),
+            report: RunReport::default(),
+        }
+    }
+
     /// One chunk from intake: messages (already decoded), end-of-partition
     /// markers and assignment changes, in the order received.
     fn on_chunk(&mut self, chunk: Chunk) {
@@ -744,27 +776,11 @@ impl Run {
                 .context("cannot start the lag thread")?;
         let gauges = PauseGauges { paused: metrics.intake_paused.clone(), pauses: metrics.intake_pauses.clone() };
         let intake = Intake::spawn(login.clone(), audit, gauges).context("cannot start the intake thread")?;
-        let live = Live {
-            counters: Counters::default(),
-            audit_topic: k.audit_topic.clone().unwrap_or_default(),
-            login_topic: k.login_topic.clone(),
-            metrics,
-            health,
-            pipeline,
-            merge: Merge::new(k.max_pending),
-            ledger: Ledger::default(),
-            audit: audit_progress,
-            sinks,
-            dead_letters,
-            alert_dead_letters,
-            log_limiter: LogLimiter::default(),
-            turn: Turn::default(),
-            warm_until: HashMap::new(),
-            assigned: false,
-            outputs: Vec::new(),
-            seen: Seen::default(),
-            report: RunReport::default(),
-        };
+        let mut live = Live::new(pipeline, metrics, health, &k.login_topic, k.audit_topic.as_deref(), k.max_pending);
+        live.audit = audit_progress;
+        live.sinks = sinks;
+        live.dead_letters = dead_letters;
+        live.alert_dead_letters = alert_dead_letters;
         Ok(Run {
             live,
             intake,
@@ -888,28 +904,8 @@ mod tests {
     use crate::source::kafka::Assigned;
 
     fn bare() -> Live {
-        let cfg = Config::default();
-        Live {
-            counters: Counters::default(),
-            audit_topic: String::new(),
-            login_topic: "logins".into(),
-            metrics: Arc::new(Metrics::new()),
-            health: Arc::new(Health::default()),
-            pipeline: Pipeline::new(&cfg),
-            merge: Merge::new(10_000),
-            ledger: Ledger::default(),
-            audit: AuditProgress::default(),
-            sinks: Vec::new(),
-            dead_letters: None,
-            alert_dead_letters: None,
-            log_limiter: LogLimiter::default(),
-            turn: Turn::default(),
-            warm_until: HashMap::new(),
-            assigned: false,
-            outputs: Vec::new(),
-            seen: Seen::default(),
-            report: RunReport::default(),
-        }
+        let metrics = Arc::new(Metrics::new());
+        Live::new(Pipeline::new(&Config::default()), metrics, Arc::new(Health::default()), "logins", None, 10_000)
     }
 
     /// The sample client-credentials grant, for `user` at `time`.
