@@ -3,7 +3,7 @@ CARGO ?= cargo
 BENCH_DATA := bench-data/1m
 SAMPLE_ARGS := --inventory samples/inventory/users.json \
                --inventory samples/inventory/permission-set-assignments.json \
-               --config ccwatch.toml samples/audit samples/logins samples/elf
+               --config ccwatch.toml samples/audit samples/logins samples/elf samples/activity
 
 .PHONY: demo replay-demo build test lint check bench bench-data bench-kafka bench-json-libs bench-restart bench-memory fmt clean
 

@@ -56,6 +56,7 @@ pub mod cli;
 pub mod config;
 pub mod correlate;
 pub mod decode;
+pub mod enrich;
 pub mod event;
 pub mod generate;
 pub mod score;

@@ -58,8 +58,9 @@ fn load_or_default(path: &Option<std::path::PathBuf>) -> anyhow::Result<Config> 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::CheckConfig { file } => {
-            Config::load(&file)?;
-            println!("{}: ok", file.display());
+            let cfg = Config::load(&file)?;
+            let enrichment = ccwatch::enrich::Enrichment::load(&cfg.enrichment)?;
+            println!("{}: ok (enrichment: {})", file.display(), enrichment.describe());
             Ok(())
         }
         Command::Generate(args) => {

@@ -53,7 +53,10 @@ fn write_config_full(
     kafka_extra: &str,
     extra: &str,
 ) -> std::path::PathBuf {
-    let base = std::fs::read_to_string(root().join("ccwatch.toml")).unwrap();
+    // The sample config's enrichment paths are relative to the repository root.
+    let base = std::fs::read_to_string(root().join("ccwatch.toml"))
+        .unwrap()
+        .replace("\"samples/enrichment/", &format!("\"{}/samples/enrichment/", root().display()));
     let text = format!(
         r#"{base}
 [kafka]
@@ -214,7 +217,8 @@ async fn run_over_a_real_broker_delivers_alerts_dead_letters_offsets_and_metrics
     let t = Topics::new();
     topics_for(&bootstrap, &t).await;
     produce(&bootstrap, &t.audit, &["samples/inventory", "samples/audit"]);
-    produce(&bootstrap, &t.logins, &["samples/logins", "samples/elf"]);
+    produce(&bootstrap, &t.logins, &["samples/logins", "samples/elf", "samples/activity"]);
+    to_partitions(&bootstrap, &t.logins, &[sentinel(0), sentinel(1), sentinel(2)]).await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let cfg = write_config(dir.path(), &bootstrap, &t, port, 0, "");
@@ -244,43 +248,13 @@ async fn run_over_a_real_broker_delivers_alerts_dead_letters_offsets_and_metrics
     let m = get(&format!("{url}/metrics")).await.1;
     assert_eq!(metric(&m, "ccwatch_records_rejected_total{*}"), 4.0, "{m}");
     assert_eq!(metric(&m, r#"ccwatch_sink_deliveries_total{sink="alerts-topic"}"#), expected.len() as f64);
-    assert_eq!(metric(&m, "ccwatch_alerts_raised_total{*}"), 11.0);
+    assert_eq!(metric(&m, "ccwatch_alerts_raised_total{*}"), 13.0);
 
     signal(&child, "-TERM");
     let status = wait_exit(&mut child, 30);
     let stderr = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "SIGTERM must end in exit 0: {stderr}");
     assert!(stderr.contains("offsets committed: true"), "{stderr}");
-}
-
-/// A failed client-credentials grant for a user no alert is about, three
-/// days after the generated archive: it moves event time past every alert's
-/// day, so live closes every alert (and writes its final count) as replay's
-/// end of input does.
-fn sentinel(n: usize) -> String {
-    serde_json::json!({
-        "attributes": {"type": "LoginEvent"},
-        "EventIdentifier": format!("sentinel-{n}"),
-        "EventDate": "2024-07-11T00:00:00.000+0000",
-        "UserId": "005Sn0000000001AAA",
-        "Username": "sentinel@acme.example",
-        "LoginType": "Remote Access 2.0",
-        "LoginSubType": "OAuth Client Credentials",
-        "Status": "Failed: Invalid Client Credentials",
-        "SourceIp": "192.0.2.250",
-        "Application": "Sentinel",
-    })
-    .to_string()
-}
-
-/// Produces `payloads[i]` to partition `i` of `topic`.
-async fn to_partitions(bootstrap: &str, topic: &str, payloads: &[String]) {
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
-    for (i, p) in payloads.iter().enumerate() {
-        let rec = FutureRecord::<(), str>::to(topic).payload(p).partition(i as i32);
-        producer.send(rec, Duration::from_secs(10)).await.unwrap();
-    }
 }
 
 /// A generated archive in `dir`, plus the sentinel file: (logins file, other files).

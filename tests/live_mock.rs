@@ -21,16 +21,19 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-const LOGIN_MESSAGES: i64 = 43;
+/// Login-topic messages `load_samples` writes: the samples' 55 and three sentinels.
+const LOGIN_MESSAGES: i64 = 58;
 
 async fn load_samples(bootstrap: &str, t: &Topics) {
     let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
     let s = root().join("samples");
     let audit = produce::collect(&[s.join("inventory"), s.join("audit")], false).unwrap();
-    let logins = produce::collect(&[s.join("logins"), s.join("elf")], false).unwrap();
-    assert_eq!(logins.len() as i64, LOGIN_MESSAGES);
+    let logins = produce::collect(&[s.join("logins"), s.join("elf"), s.join("activity")], false).unwrap();
+    assert_eq!(logins.len() as i64 + 3, LOGIN_MESSAGES);
     produce::send(&producer, &t.audit, &audit).await.unwrap();
     produce::send(&producer, &t.logins, &logins).await.unwrap();
+    // Past the samples' last day, so live closes their alerts as replay's end does.
+    to_partitions(bootstrap, &t.logins, &[sentinel(0), sentinel(1), sentinel(2)]).await;
 }
 
 /// A mock cluster with fresh topics, the samples loaded; and its bootstrap address.
@@ -127,7 +130,7 @@ async fn live_gives_replays_alerts_with_dead_letters_offsets_and_metrics() {
     assert_eq!(metric(&m, "ccwatch_records_rejected_total{*}"), 4.0);
     assert_eq!(metric(&m, "ccwatch_dead_letters_total{*}"), 4.0);
     assert_eq!(metric(&m, "ccwatch_alert_lines_total{*}"), n);
-    assert_eq!(metric(&m, "ccwatch_alerts_raised_total{*}"), 11.0);
+    assert_eq!(metric(&m, "ccwatch_alerts_raised_total{*}"), 13.0);
     assert_eq!(metric(&m, r#"ccwatch_sink_deliveries_total{sink="alerts-topic"}"#), n);
     assert_eq!(metric(&m, r#"ccwatch_sink_deliveries_total{sink="alerts-file"}"#), n);
     assert_eq!(metric(&m, r#"ccwatch_sink_deliveries_total{sink="dead_letter"}"#), 4.0);
@@ -815,6 +818,60 @@ async fn live_attributes_activity_to_its_grant() {
     let consumed =
         |kind: &str| metric(&m, &format!(r#"ccwatch_records_consumed_total{{kind="{kind}",topic="{}"}}"#, t.logins));
     assert_eq!((consumed("api_event"), consumed("elf_api_total_usage")), (3.0, 2.0), "{m}");
+    run.token.cancel();
+    run.task.await.unwrap().unwrap();
+}
+
+/// `ccwatch run` picks up a changed IOC file without a restart: a grant from
+/// an address added to it is scored `anonymizing_source_ip`. A broken file
+/// is counted as a failed reload and the previous version stays in use: the
+/// next grant from that address still gets the factor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_ioc_file_is_reloaded_and_a_broken_one_keeps_the_last_good_version() {
+    let (t, _c, bootstrap, producer) = empty_cluster(1);
+    let dir = tempfile::tempdir().unwrap();
+    let iocs = dir.path().join("iocs.toml");
+    std::fs::write(&iocs, "[[ioc]]\nip = \"203.0.113.200\"\nnote = \"first version\"\n").unwrap();
+    let alerts = dir.path().join("a.jsonl");
+    let mut cfg = live_config(&bootstrap, &t, vec![file_sink(&alerts)]);
+    cfg.enrichment.ioc_file = Some(iocs.clone());
+    cfg.enrichment.reload_seconds = 1;
+    let run = start(cfg).await;
+    let reloads = |result: &str| {
+        let run = &run;
+        let q = format!(r#"ccwatch_enrichment_reloads_total{{file="ioc_file",result="{result}"}}"#);
+        async move { metric(&scrape(run).await, &q) }
+    };
+    assert_eq!((reloads("ok").await, reloads("error").await), (0.0, 0.0), "counted from 0");
+    let anonymizing = |ip: &str| {
+        std::fs::read_to_string(&alerts).unwrap_or_default().lines().any(|l| {
+            let a: serde_json::Value = serde_json::from_str(l).unwrap();
+            a["source_ip"] == ip && a["factors"].as_array().unwrap().iter().any(|f| f["id"] == "anonymizing_source_ip")
+        })
+    };
+
+    // The file changes (a second at least after start-up, so its mtime moves).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    std::fs::write(&iocs, "[[ioc]]\nip = \"198.51.100.77\"\nnote = \"added while running\"\n").unwrap();
+    eventually(30, "the changed file reloaded", || async { reloads("ok").await == 1.0 }).await;
+    produce::send(&producer, &t.logins, &[grant(1, "198.51.100.77", "2024-07-09T06:00:00.000+0000")]).await.unwrap();
+    eventually(30, "the new IOC applied", || async { anonymizing("198.51.100.77") }).await;
+
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    std::fs::write(&iocs, "[[ioc]]\nnote = \"no indicator\"\n").unwrap();
+    eventually(30, "the broken file counted", || async { reloads("error").await == 1.0 }).await;
+    // Another day: its own alert, scored with the version still in use.
+    produce::send(&producer, &t.logins, &[grant(2, "198.51.100.77", "2024-07-10T06:00:00.000+0000")]).await.unwrap();
+    eventually(30, "the second grant's alert", || async {
+        std::fs::read_to_string(&alerts).unwrap_or_default().lines().count() >= 2
+    })
+    .await;
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&alerts).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        lines.iter().all(|a| a["factors"].as_array().unwrap().iter().any(|f| f["id"] == "anonymizing_source_ip")),
+        "{lines:#?}"
+    );
     run.token.cancel();
     run.task.await.unwrap().unwrap();
 }

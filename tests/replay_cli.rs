@@ -31,6 +31,7 @@ fn sample_run(extra: &[&str]) -> Output {
     let mut args: Vec<&str> = SAMPLE_ARGS.to_vec();
     args.extend_from_slice(extra);
     args.push("samples/elf");
+    args.push("samples/activity");
     let out = ccwatch(&args);
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     out
@@ -132,6 +133,8 @@ fn sample_scenario_alerts_are_explained() {
             "no_ip_restriction",
             "new_source_ip",
             "flow_recently_enabled",
+            "anonymizing_source_ip",
+            "new_asn",
             "failed_grant_burst"
         ]
     );
@@ -197,8 +200,8 @@ fn repeated_grants_aggregate_and_last_line_has_final_count() {
         .map(|a| a["count"].as_u64().unwrap())
         .sum();
     let summary = String::from_utf8(sample_run(&[]).stderr).unwrap();
-    assert!(summary.contains("client_credentials_success=16"), "{summary}");
-    assert_eq!(grants, 16, "every successful grant is counted in exactly one alert");
+    assert!(summary.contains("client_credentials_success=17"), "{summary}");
+    assert_eq!(grants, 17, "every successful grant is counted in exactly one alert");
     // A score rise re-emits the same alert id.
     let ids: Vec<&str> = lines.iter().map(|l| l["alert_id"].as_str().unwrap()).collect();
     assert!(ids.len() > finals(&lines).len());
@@ -715,4 +718,46 @@ fn api_activity_is_decoded_and_counted_by_kind() {
     assert_eq!(count(&stderr, "key"), 6, "{stderr}");
     assert_eq!(count(&stderr, "tuple"), 0, "{stderr}");
     assert_eq!(count(&stderr, "unattributed"), 2, "{stderr}");
+}
+
+/// The samples' UNC6395-style incident: a grant from a new hosting ASN on an
+/// IOC address, COUNT() reconnaissance with the IOC user agent, a Bulk API
+/// 2.0 export of Case deleted 24 s after it completed. One data-access alert
+/// follows the token through all of it; the nightly ETL's reads of Account,
+/// Contact and Opportunity stay below every trigger and raise nothing.
+#[test]
+fn the_sample_incident_raises_one_data_access_alert_and_the_etl_none() {
+    let lines = alerts(&sample_run(&[]).stdout);
+    let finals = finals(&lines);
+    let access: Vec<_> = finals.iter().filter(|a| a["rule"] == "client_credentials_data_access").collect();
+    assert_eq!(access.len(), 1, "{access:?}");
+    let a = access[0];
+    assert_eq!(
+        (a["username"].as_str(), a["app"].as_str()),
+        (Some("marketing-sync@acme.example"), Some("Marketing Sync"))
+    );
+    assert_eq!(a["severity"], "critical");
+    let ids: Vec<&str> = a["factors"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
+    for id in [
+        "anonymizing_source_ip",
+        "new_asn",
+        "recon_query_pattern",
+        "sensitive_objects",
+        "bulk_export",
+        "bulk_job_deleted_quickly",
+        "high_row_volume",
+        "ioc_user_agent",
+    ] {
+        assert!(ids.contains(&id), "{id} missing from {ids:?}");
+    }
+    let act = &a["activity"];
+    assert_eq!(a["count"], 7, "four ApiEvents and three BulkApi2 rows");
+    assert_eq!(act["rows"], 412_977 + 20, "the export and the LIMIT 20 sample; COUNT() reads none");
+    assert_eq!((act["bulk_jobs_completed"].as_u64(), act["bulk_jobs_deleted"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(act["attribution"]["key"], 7);
+    assert_eq!(act["sources"], serde_json::json!(["ApiEvent", "BulkApi2"]));
+    assert_eq!(act["asns"], serde_json::json!(["AS14061 DIGITALOCEAN-ASN"]));
+    assert!(finals
+        .iter()
+        .all(|x| x["username"] != "etl-integration@acme.example" || x["rule"] != "client_credentials_data_access"));
 }

@@ -66,7 +66,7 @@ fn demo_config(base: &Config, bootstrap: &str, opts: &DemoOptions) -> Config {
 
 pub async fn demo(base: &Config, opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Result<RunReport> {
     let samples = &opts.samples;
-    for sub in ["audit", "inventory", "logins", "elf"] {
+    for sub in ["audit", "inventory", "logins", "elf", "activity"] {
         if !samples.join(sub).is_dir() {
             anyhow::bail!("{} has no {sub}/ directory (run the demo from the repository root)", samples.display());
         }
@@ -81,7 +81,7 @@ pub async fn demo(base: &Config, opts: DemoOptions, shutdown: CancellationToken)
         .create()
         .context("cannot create the demo producer")?;
     let audit = produce::collect(&[samples.join("inventory"), samples.join("audit")], false)?;
-    let logins = produce::collect(&[samples.join("logins"), samples.join("elf")], false)?;
+    let logins = produce::collect(&[samples.join("logins"), samples.join("elf"), samples.join("activity")], false)?;
     let a = produce::send(&producer, AUDIT_TOPIC, &audit).await?;
     let l = produce::send(&producer, LOGIN_TOPIC, &logins).await?;
     drop(producer);

@@ -53,6 +53,7 @@ use crate::app::pipeline::{Output, Pipeline};
 use crate::config::live::KafkaConfig;
 use crate::config::Config;
 use crate::decode::{Decoded, Reject};
+use crate::enrich::{Enrichment, Reloader};
 use crate::event::{Emit, EmitKind};
 use crate::event::{EventTime, GrantClass, NormalizedEvent};
 use crate::sink::live::{AlertDeadLetters, DeadLetter, DeadLetters, RefusedAlert, Sink, SinkError};
@@ -62,9 +63,9 @@ use crate::source::ledger::{Ledger, Ticket};
 use crate::source::merge::{Merge, Stream};
 use crate::source::replay::{discover, Side};
 use crate::telemetry::events::{
-    AlertDeadLetterFailed, AlertLine, AlertsDeadLettered, DeadLetterFailed, InternalEvent, LogLimiter, OffsetGap,
-    OffsetStored, PartitionsAssigned, PartitionsRevoked, RecordFinished, RecordRejected, RecordReleased,
-    RecordsDeadLettered, RedeliveryWithheld, SinkDelivered, SinkFailed, SinkRetried, WarmupRecord,
+    AlertDeadLetterFailed, AlertLine, AlertsDeadLettered, DeadLetterFailed, EnrichmentReloaded, InternalEvent,
+    LogLimiter, OffsetGap, OffsetStored, PartitionsAssigned, PartitionsRevoked, RecordFinished, RecordRejected,
+    RecordReleased, RecordsDeadLettered, RedeliveryWithheld, SinkDelivered, SinkFailed, SinkRetried, WarmupRecord,
 };
 use crate::telemetry::server::Health;
 use crate::telemetry::Metrics;
@@ -699,6 +700,8 @@ struct Run {
     lag_watch: (Arc<AtomicBool>, std::thread::JoinHandle<()>),
     was_caught_up: bool,
     gauges_at: Instant,
+    /// Watches the enrichment files; checked every `enrichment.reload_seconds`.
+    enrichment: (Reloader, Duration, Instant),
 }
 
 impl Run {
@@ -741,6 +744,10 @@ impl Run {
             cfg.live.alert_dead_letter.as_ref().map(|d| AlertDeadLetters::new(d, producer.as_ref())).transpose()?;
 
         let mut pipeline = Pipeline::new(cfg);
+        let enrichment = Arc::new(Enrichment::load(&cfg.enrichment)?);
+        tracing::info!(loaded = %enrichment.describe(), "Enrichment loaded.");
+        pipeline.correlator.set_enrichment(enrichment.clone());
+        let reloader = Reloader::new(cfg.enrichment.clone(), enrichment);
         if !cfg.live.inventory.is_empty() {
             let found = discover(&cfg.live.inventory)?;
             for p in &found.skipped {
@@ -791,6 +798,7 @@ impl Run {
             lag_watch: (lag_stop, lag_watch),
             was_caught_up: false,
             gauges_at: Instant::now(),
+            enrichment: (reloader, Duration::from_secs(cfg.enrichment.reload_seconds.max(1)), Instant::now()),
         })
     }
 
@@ -830,6 +838,18 @@ impl Run {
         if caught_up != self.was_caught_up || self.gauges_at.elapsed() >= GAUGE_PERIOD {
             live.update_gauges();
             self.gauges_at = Instant::now();
+        }
+        let (reloader, every, at) = &mut self.enrichment;
+        if at.elapsed() >= *every {
+            *at = Instant::now();
+            let reloads = reloader.poll();
+            for r in &reloads {
+                let error = r.result.as_ref().err().map(|e| e as &dyn std::fmt::Display);
+                EnrichmentReloaded { file: r.kind.label(), error }.emit(&live.metrics);
+            }
+            if reloads.iter().any(|r| r.result.is_ok()) {
+                live.pipeline.correlator.set_enrichment(reloader.current.clone());
+            }
         }
         let newly = caught_up && !self.was_caught_up;
         self.was_caught_up = caught_up;

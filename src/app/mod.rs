@@ -14,6 +14,7 @@ pub mod produce;
 use crate::config::Config;
 use crate::correlate::CorrelateStats;
 use crate::decode::{Reject, RejectReason};
+use crate::enrich::Enrichment;
 use crate::event::EmitKind;
 use crate::event::Format;
 use crate::event::{EventTime, GrantClass, NormalizedEvent, RecordKind, Severity};
@@ -65,6 +66,8 @@ pub struct Summary {
     pub users_tracked: usize,
     pub pairs_tracked: usize,
     pub ips_tracked: usize,
+    /// `Enrichment::describe`: what reference data was loaded.
+    pub enrichment: String,
 }
 
 fn kv(map: &BTreeMap<&'static str, u64>) -> String {
@@ -128,6 +131,7 @@ impl Summary {
                 a.evicted_sessions,
                 a.evicted_waiting
             );
+            let _ = writeln!(s, "  enrichment:       {}", self.enrichment);
         }
         s
     }
@@ -280,6 +284,9 @@ pub fn replay(opts: &ReplayOptions, cfg: &Config, cancel: Arc<AtomicBool>) -> an
         tally.reject(&p.display().to_string(), 0, r, None);
     }
     let mut pipeline = Pipeline::new(cfg);
+    let enrichment = Enrichment::load(&cfg.enrichment)?;
+    tally.summary.enrichment = enrichment.describe();
+    pipeline.correlator.set_enrichment(Arc::new(enrichment));
     let mut pending: Vec<Output> = Vec::new();
     // The inventory is the baseline: it is applied before any event.
     let (applied, inventory_out_of_order) =

@@ -13,8 +13,9 @@
 //! Records are sent in event-time order across all inputs unless
 //! `--keep-order` is given: live processing follows arrival order within a
 //! partition, so a backfill should arrive the way Salesforce produced it.
-//! Login and API-activity records that carry a user id are keyed by it, so
-//! one user's grants and what their tokens did stay in one partition and
+//! Every record that carries a user id (grants, other logins counted but not
+//! decoded, API activity) is keyed by it in its 18-character form, so one
+//! user's grants and what their tokens did stay in one partition and
 //! therefore one instance of a consumer group.
 
 use crate::decode::{self, Decoded};
@@ -68,7 +69,21 @@ fn annotate(value: Vec<u8>) -> Unit {
             Decoded::Rejected(_) => {}
         }
     }
+    // Records counted rather than decoded (non-grant logins) still carry a
+    // user id: keyed by it too, so all of a user's records share a partition.
+    let key = key.or_else(|| user_id_of(&value));
     Unit { value, key, time }
+}
+
+/// The user id a JSON record names (`UserId`, ELF `USER_ID`), also inside a
+/// CometD envelope's payload, as the 18-character form grants are keyed by.
+fn user_id_of(value: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(value).ok()?;
+    let payload = v.pointer("/data/payload").or_else(|| v.get("payload")).unwrap_or(&v);
+    ["UserId", "USER_ID", "USER_ID_DERIVED"]
+        .iter()
+        .find_map(|k| payload.get(*k).and_then(|x| x.as_str()).and_then(crate::event::SfId::parse))
+        .map(|id| id.to_string())
 }
 
 /// Splits one file into messages.
@@ -226,6 +241,12 @@ mod tests {
         assert!(!gz.is_empty());
         let lines = units(&root.join("logins/login-events.jsonl")).unwrap();
         assert!(lines.iter().any(|u| u.key.is_some()), "grants are keyed by user");
+        let ui_login = lines.iter().find(|u| {
+            let v: serde_json::Value = serde_json::from_slice(&u.value).unwrap_or_default();
+            v["LoginType"] == "Application" && v["UserId"].is_string()
+        });
+        let ui_login = ui_login.expect("the samples have a UI login");
+        assert!(ui_login.key.is_some(), "a non-grant login is keyed by its user too");
         assert!(lines.iter().any(|u| u.time.is_none()), "damaged lines are kept, unparsed");
         let all = collect(&[root.join("logins"), root.join("elf")], false).unwrap();
         assert!(all.windows(2).all(|w| w[0].time <= w[1].time));

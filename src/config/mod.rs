@@ -272,6 +272,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub activity: ActivityConfig,
     #[serde(default)]
+    pub enrichment: crate::enrich::EnrichmentConfig,
+    #[serde(default)]
     pub replay: ReplayConfig,
     #[serde(default)]
     pub ip_ranges: Vec<RawIpRanges>,
@@ -333,6 +335,7 @@ pub struct Config {
     pub correlation: CorrelateConfig,
     pub alerts: AlertConfig,
     pub replay: ReplayConfig,
+    pub enrichment: crate::enrich::EnrichmentConfig,
     pub live: live::LiveConfig,
 }
 
@@ -346,7 +349,9 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let p = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: p.clone(), error })?;
-        Config::parse(&text, &p)
+        let mut c = Config::parse(&text, &p)?;
+        c.enrichment.resolve(path.parent().unwrap_or(Path::new(".")));
+        Ok(c)
     }
 
     pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
@@ -494,6 +499,7 @@ impl Config {
             },
             alerts: raw.alerts,
             replay: raw.replay,
+            enrichment: raw.enrichment,
         })
     }
 }

@@ -138,12 +138,17 @@ pub struct Grant<'a> {
     pub user_id: Option<SfId>,
     pub username: Option<&'a str>,
     pub app_name: Option<&'a str>,
+    /// Factors the reference data found for this record (`enrich`).
+    pub found: Vec<(ActivityFactor, String)>,
+    /// The record's ASN, as the summary lists it.
+    pub asn: Option<String>,
 }
 
 pub struct Access {
     cfg: ActivityConfig,
     sensitive: Vec<String>,
-    ioc_agents: Vec<String>,
+    /// (lowercased, as configured).
+    ioc_agents: Vec<(String, String)>,
     pairs: LruCache<(Box<str>, Box<str>), Pair>,
     pub evictions: u64,
 }
@@ -152,7 +157,12 @@ impl Access {
     pub fn new(cfg: &ActivityConfig) -> Access {
         Access {
             sensitive: cfg.sensitive_objects.iter().map(|s| s.to_ascii_lowercase()).collect(),
-            ioc_agents: cfg.ioc_user_agents.iter().map(|s| s.to_ascii_lowercase()).filter(|s| !s.is_empty()).collect(),
+            ioc_agents: cfg
+                .ioc_user_agents
+                .iter()
+                .filter(|s| !s.is_empty())
+                .map(|s| (s.to_ascii_lowercase(), s.clone()))
+                .collect(),
             pairs: LruCache::new(NonZeroUsize::new(cfg.max_pairs).unwrap_or(NonZeroUsize::MIN)),
             cfg: cfg.clone(),
             evictions: 0,
@@ -246,8 +256,11 @@ impl Access {
             add_item(&mut d.source_ips, ip);
         }
 
+        if let Some(asn) = &g.asn {
+            add_item(&mut d.asns, asn);
+        }
         // The day's facts.
-        let mut found: Vec<(ActivityFactor, String)> = Vec::new();
+        let mut found: Vec<(ActivityFactor, String)> = g.found;
         let window = i64::from(cfg.recon_window_minutes) * MS_PER_MINUTE;
         if let Some(obj) = &count_obj {
             day.recon.push_back((a.time, obj.clone()));
@@ -337,7 +350,7 @@ impl Access {
         }
         if let Some(ua) = a.user_agent.as_deref() {
             let lower = ua.to_ascii_lowercase();
-            if let Some(ioc) = self.ioc_agents.iter().find(|i| lower.contains(i.as_str())) {
+            if let Some((_, ioc)) = self.ioc_agents.iter().find(|(l, _)| lower.contains(l.as_str())) {
                 found.push((ActivityFactor::IocUserAgent, format!("user agent '{ua}' matches IOC '{ioc}'")));
             }
         }

@@ -34,10 +34,11 @@ mod sessions;
 mod setup;
 
 use crate::config::CorrelateConfig;
+use crate::enrich::Enrichment;
 use crate::event::ip::parse_ip;
 use crate::event::{
-    key, profile_key, user_key, AccessObservation, Activity, EventTime, FailedBurst, GrantObservation, IpRange,
-    IpVerdict, Login, NormalizedEvent, Observation, SfId, UserRef,
+    key, profile_key, user_key, AccessObservation, Activity, ActivityFactor, EventTime, FailedBurst, GrantObservation,
+    IpRange, IpVerdict, Login, NormalizedEvent, Observation, SfId, UserRef,
 };
 use access::{Access, Grant};
 use lru::LruCache;
@@ -46,6 +47,7 @@ use sessions::{SessionLimits, Sessions};
 use setup::{app_key, Timeline};
 use std::collections::VecDeque;
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 
 /// Who a grant is for: the run-as user's id, or their lowercased username when
 /// no id is known.
@@ -91,6 +93,9 @@ pub struct Correlator {
     setup: Timeline,
     sessions: Sessions,
     access: Access,
+    enrichment: Arc<Enrichment>,
+    /// (user key, app key) → ASNs seen from its grants and activity.
+    asns: LruCache<(Box<str>, Box<str>), Vec<u32>>,
     pairs: LruCache<(Principal, String), PairState>,
     failures: LruCache<Principal, VecDeque<EventTime>>,
     watermark: EventTime,
@@ -110,6 +115,8 @@ impl Correlator {
             setup: Timeline::new(&cfg),
             sessions: Sessions::new(limits),
             access: Access::new(&cfg.activity),
+            enrichment: Arc::default(),
+            asns: LruCache::new(NonZeroUsize::new(cfg.activity.max_pairs).unwrap_or(NonZeroUsize::MIN)),
             cfg,
             pairs,
             failures,
@@ -135,7 +142,44 @@ impl Correlator {
         self.failures.clear();
         self.sessions.forget_all();
         self.access.forget();
+        self.asns.clear();
         self.watermark = EventTime::BEGINNING;
+    }
+
+    /// The reference data (Tor exits, IOCs, ASNs) answered from now on.
+    pub fn set_enrichment(&mut self, e: Arc<Enrichment>) {
+        self.enrichment = e;
+    }
+
+    /// Remembers the ASN of `ip` for (user, app); the detail of `new_asn`
+    /// when the pair had ASN history and this ASN is not in it.
+    /// `names` are the user and app as the detail shows them.
+    fn note_asn(
+        &mut self,
+        user: &str,
+        app: &str,
+        ip: Option<&str>,
+        names: (&str, &str),
+    ) -> (Option<String>, Option<String>) {
+        let Some(asn) = ip.and_then(|ip| self.enrichment.asn(ip)) else { return (None, None) };
+        let label = format!("AS{} {}", asn.number, asn.org);
+        let seen = self.asns.get_or_insert_mut((user.into(), app.into()), Vec::new);
+        if seen.contains(&asn.number) {
+            return (None, Some(label));
+        }
+        let new = (!seen.is_empty()).then(|| {
+            format!(
+                "source IP {} is in {label}, never seen before for user {} and app '{}'",
+                ip.unwrap_or_default(),
+                names.0,
+                names.1
+            )
+        });
+        if seen.len() >= 32 {
+            seen.remove(0);
+        }
+        seen.push(asn.number);
+        (new, Some(label))
     }
 
     /// The latest event time seen.
@@ -234,7 +278,33 @@ impl Correlator {
             .or_else(|| model.privileges.resolve(&UserRef { id: None, name: a.username.as_deref().map(Into::into) }));
         let username =
             a.username.as_deref().map(str::to_string).or_else(|| user_id.and_then(|id| model.privileges.username(id)));
-        let grant = Grant { session: s, how, user_id, username: username.as_deref(), app_name: s.app_name.as_deref() };
+        let (user, app, app_name) = (s.user.clone(), s.app.clone().unwrap_or_default(), s.app_name.clone());
+        // What the reference data says about this record.
+        let mut found = Vec::new();
+        let ip = a.source_ip.as_deref().filter(|ip| !ip.eq_ignore_ascii_case("Salesforce.com IP"));
+        if let Some(why) = ip.and_then(|ip| self.enrichment.anonymizing(ip, a.time)) {
+            found.push((ActivityFactor::AnonymizingSourceIp, why));
+        }
+        if let Some(ua) = a.user_agent.as_deref() {
+            if let Some(note) = self.enrichment.ioc_user_agent(ua, a.time) {
+                found.push((ActivityFactor::IocUserAgent, format!("user agent '{ua}' matches IOC: {note}")));
+            }
+        }
+        let names = (username.as_deref().unwrap_or(&user), app_name.as_deref().unwrap_or("unknown"));
+        let (new_asn, asn) = self.note_asn(&user, &app, ip, names);
+        if let Some(n) = new_asn {
+            found.push((ActivityFactor::NewAsn, n));
+        }
+        let s = self.sessions.get(session)?;
+        let grant = Grant {
+            session: s,
+            how,
+            user_id,
+            username: username.as_deref(),
+            app_name: app_name.as_deref(),
+            found,
+            asn,
+        };
         self.access.observe(a, grant)
     }
 
@@ -278,6 +348,14 @@ impl Correlator {
         let app = app_key(l.app.as_deref());
         let ip = self.ip_verdict(l, user_id, username.as_deref(), &app, false);
         let new_ip = self.remember_ip(&principal, &app, l);
+        let anonymizing = l.source_ip.as_deref().and_then(|ip| self.enrichment.anonymizing(ip, l.time));
+        let new_asn = match user_key(user_id.as_ref(), username.as_deref()) {
+            Some(user) => {
+                let names = (username.as_deref().unwrap_or(&user), l.app.as_deref().unwrap_or("unknown"));
+                self.note_asn(&user, &app, l.source_ip.as_deref(), names).0
+            }
+            None => None,
+        };
         let session = user_key(user_id.as_ref(), username.as_deref())
             .map(|user| self.sessions.open(l.time, l.org_id, &user, l.app.as_deref(), l.source_ip.as_deref(), &l.keys));
         let failed_burst = self.failures.get_mut(&principal).and_then(|q| {
@@ -302,6 +380,8 @@ impl Correlator {
             flow_change,
             failed_burst,
             session,
+            anonymizing,
+            new_asn,
         })))
     }
 

@@ -463,6 +463,11 @@ pub struct GrantObservation {
     pub failed_burst: Option<FailedBurst>,
     /// The grant session it opened (`correlate::sessions`).
     pub session: Option<u64>,
+    /// Why the source IP is anonymizing or a known IOC (`enrich`).
+    pub anonymizing: Option<String>,
+    /// The source IP's ASN, when it is new for a (user, app) pair that has
+    /// ASN history: the detail.
+    pub new_asn: Option<String>,
 }
 
 /// A setup change that turns the flow on or assigns a run-as user.

@@ -235,6 +235,12 @@ impl Scorer {
         if let Some(c) = &g.flow_change {
             add("flow_recently_enabled", w.flow_recently_enabled, &|| c.what.clone());
         }
+        if let Some(a) = &g.anonymizing {
+            add("anonymizing_source_ip", w.anonymizing_source_ip, &|| a.clone());
+        }
+        if let Some(n) = &g.new_asn {
+            add("new_asn", w.new_asn, &|| n.clone());
+        }
         if let Some(b) = &g.failed_burst {
             add("failed_grant_burst", w.failed_grant_burst, &|| {
                 format!(

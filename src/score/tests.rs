@@ -37,6 +37,8 @@ fn base_obs() -> GrantObservation {
         flow_change: None,
         failed_burst: None,
         session: None,
+        anonymizing: None,
+        new_asn: None,
     }
 }
 

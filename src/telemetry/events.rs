@@ -365,6 +365,26 @@ impl LogLimiter {
     }
 }
 
+/// An enrichment file changed and was read again (or could not be: the
+/// previous version stays in use).
+pub struct EnrichmentReloaded<'a> {
+    pub file: &'static str,
+    pub error: Option<&'a dyn std::fmt::Display>,
+}
+
+impl InternalEvent for EnrichmentReloaded<'_> {
+    fn emit(self, m: &Metrics) {
+        let result = if self.error.is_some() { "error" } else { "ok" };
+        m.enrichment_reloads.with_label_values(&[self.file, result]).inc();
+        match self.error {
+            None => tracing::info!(file = self.file, "Enrichment file reloaded."),
+            Some(e) => {
+                tracing::error!(file = self.file, error = %e, "Enrichment file not reloaded; the previous version stays in use.")
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

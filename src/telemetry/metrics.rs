@@ -71,6 +71,7 @@ pub struct Metrics {
     pub sessions_open: IntGauge,
     /// Activity records attributed to a grant, by method (key, request, tuple).
     pub activity_attributed: IntCounterVec,
+    pub enrichment_reloads: IntCounterVec,
     /// Activity of client-credentials run-as users that matched no grant.
     pub activity_unattributed: IntCounter,
     /// Alerts a sink refused for good, set aside to the alert dead letter, by sink and reason.
@@ -305,6 +306,21 @@ impl Metrics {
                 );
                 for m in ["key", "request", "tuple"] {
                     c.with_label_values(&[m]);
+                }
+                c
+            },
+            enrichment_reloads: {
+                let c = counter_vec(
+                    &r,
+                    "ccwatch_enrichment_reloads_total",
+                    "Enrichment files (tor_exit_list, ioc_file, asn_db) reloaded after they changed, by result: \
+                     ok, or error (the previous version stays in use).",
+                    &["file", "result"],
+                );
+                for f in crate::enrich::FileKind::ALL {
+                    for r in ["ok", "error"] {
+                        c.with_label_values(&[f.label(), r]);
+                    }
                 }
                 c
             },

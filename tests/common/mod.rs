@@ -338,3 +338,33 @@ pub fn sorted(lines: &[String]) -> Vec<String> {
     v.sort();
     v
 }
+
+/// A failed client-credentials grant for a user no alert is about, after
+/// the samples and the generated archive: it moves event time past every
+/// alert's day, so live closes every alert (and writes its final count) as
+/// replay's end of input does.
+pub fn sentinel(n: usize) -> String {
+    serde_json::json!({
+        "attributes": {"type": "LoginEvent"},
+        "EventIdentifier": format!("sentinel-{n}"),
+        "EventDate": "2024-07-12T00:00:00.000+0000",
+        "UserId": "005Sn0000000001AAA",
+        "Username": "sentinel@acme.example",
+        "LoginType": "Remote Access 2.0",
+        "LoginSubType": "OAuth Client Credentials",
+        "Status": "Failed: Invalid Client Credentials",
+        "SourceIp": "192.0.2.250",
+        "Application": "Sentinel",
+    })
+    .to_string()
+}
+
+/// Produces `payloads[i]` to partition `i` of `topic`.
+pub async fn to_partitions(bootstrap: &str, topic: &str, payloads: &[String]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    for (i, p) in payloads.iter().enumerate() {
+        let rec = FutureRecord::<(), str>::to(topic).payload(p).partition(i as i32);
+        producer.send(rec, std::time::Duration::from_secs(10)).await.unwrap();
+    }
+}
