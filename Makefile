@@ -39,11 +39,14 @@ fmt:
 ## 1,000,000-event archive (~1 GB), generated once by ccwatch's own generator.
 bench-data: build
 	@test -f $(BENCH_DATA)/logins.jsonl || ./target/release/ccwatch generate --out $(BENCH_DATA) --events 1000000
+	@test -f bench-data/activity-1m/activity.jsonl || ./target/release/ccwatch generate --activity --out bench-data/activity-1m --events 1000000
 	@test -x bench-data/venv/bin/python || (python3 -m venv bench-data/venv && bench-data/venv/bin/pip install -q duckdb==2.0.1)
 
-## Replay throughput and memory beside DuckDB on the same archive (see BENCHMARKS.md).
+## Replay throughput and memory beside DuckDB on the same archives, the login
+## archive and the activity-heavy one (see BENCHMARKS.md).
 bench: bench-data
 	python3 bench/bench.py
+	python3 bench/activity.py
 
 ## ccwatch's per-line decoder beside simd-json and sonic-rs on the first
 ## 200,000 lines of the bench archive, one thread (see BENCHMARKS.md). Its own

@@ -142,6 +142,11 @@ pub struct GenerateArgs {
     /// Random seed (the same seed gives the same archive).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// An activity-heavy archive instead: about 40% client-credentials
+    /// grants and 60% ApiEvent / ELF RestApi activity (`activity.jsonl`),
+    /// over 8 hours, so about 100,000 grant sessions are open at once.
+    #[arg(long)]
+    pub activity: bool,
 }
 
 fn parse_time(s: &str) -> Result<EventTime, String> {

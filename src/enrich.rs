@@ -220,6 +220,9 @@ impl Enrichment {
 
     /// Why `ip` is an anonymizing or known-bad source at `at`, if it is.
     pub fn anonymizing(&self, ip: &str, at: EventTime) -> Option<String> {
+        if self.tor.is_none() && self.iocs.is_none() {
+            return None;
+        }
         let addr = parse_ip(ip)?;
         if let Some(t) = &self.tor {
             if t.ips.contains(&addr) || t.ranges.iter().any(|r| r.contains(addr)) {
@@ -237,8 +240,9 @@ impl Enrichment {
 
     /// The IOC note of a user agent, at `at`, if one matches.
     pub fn ioc_user_agent(&self, user_agent: &str, at: EventTime) -> Option<&str> {
+        let iocs = self.iocs.as_ref()?;
         let lower = user_agent.to_ascii_lowercase();
-        self.iocs.as_ref()?.iter().filter(|i| i.until.is_none_or(|u| at < u)).find_map(|i| match &i.indicator {
+        iocs.iter().filter(|i| i.until.is_none_or(|u| at < u)).find_map(|i| match &i.indicator {
             Indicator::UserAgent(ua) if lower.contains(ua.as_str()) => Some(i.note.as_str()),
             _ => None,
         })
@@ -246,8 +250,8 @@ impl Enrichment {
 
     /// The ASN `ip` belongs to, when an ASN database is loaded and knows it.
     pub fn asn(&self, ip: &str) -> Option<Asn> {
-        let addr = parse_ip(ip)?;
-        let found = self.asn.as_ref()?.lookup(addr).ok()?;
+        let db = self.asn.as_ref()?;
+        let found = db.lookup(parse_ip(ip)?).ok()?;
         let a: maxminddb::geoip2::Asn = found.decode().ok()??;
         Some(Asn { number: a.autonomous_system_number?, org: a.autonomous_system_organization.unwrap_or("").into() })
     }

@@ -8,6 +8,16 @@
 //! apps (some failures, some from unusual IPs), and a trickle of audit changes
 //! that enable flows, assign run-as users, grant Modify All Data and set IP
 //! ranges. A seeded splitmix64 generator makes the archive reproducible.
+//!
+//! `generate_activity` writes the activity-heavy archive instead: many
+//! integration users granting tokens all the time (about 40% of records,
+//! each with its own `LoginKey`) and what those tokens did (60%): ApiEvent
+//! queries carrying the grant's `LoginKey` (70%), ELF `RestApi` rows with no
+//! session key from the grant's IP (tuple attribution, 20%), and rows from
+//! elsewhere that match no grant (10%). Eight hours of it keep about 100,000
+//! sessions open at once under the default two-hour token lifetime. Users
+//! 0-49 read 100 times more rows than the rest (`high_row_volume`), so
+//! data-access alerts are raised and updated.
 
 use crate::event::time::MS_PER_DAY;
 use crate::event::{EventTime, SfId};
@@ -304,3 +314,133 @@ pub fn generate(dir: &Path, events: u64, seed: u64) -> anyhow::Result<GenerateSt
     w.flush()?;
     Ok(GenerateStats { logins: events, grants, audits: n_audit, bytes })
 }
+
+/// The key of the `n`th grant of the activity archive.
+fn login_key(n: u64) -> String {
+    format!("LK{n:014x}")
+}
+
+/// Integration users of the activity archive, and apps they run as.
+const ACT_USERS: u64 = 20_000;
+const ACT_APPS: u64 = 50;
+
+fn act_user(u: u64) -> String {
+    SfId::parse(&format!("005Ac{u:010}")).map(|s| s.to_string()).unwrap_or_default()
+}
+
+fn act_ip(u: u64) -> String {
+    format!("100.{}.{}.{}", 64 + (u >> 16) % 64, (u >> 8) & 0xff, u & 0xff)
+}
+
+const ENTITIES: [&str; 6] = ["Account", "Contact", "Opportunity", "Case", "Invoice__c", "Shipment__c"];
+
+/// The activity-heavy archive (see the module doc): `logins.jsonl` (grants)
+/// and `activity.jsonl`, plus the same inventory and audit files as
+/// `generate`, for `make bench-activity`.
+pub fn generate_activity(dir: &Path, events: u64, seed: u64) -> anyhow::Result<GenerateStats> {
+    std::fs::create_dir_all(dir)?;
+    let mut r = Rng(seed);
+    let span: i64 = 8 * 3_600_000;
+    let step = (span / events.max(1) as i64).max(1);
+    let mut logins = BufWriter::with_capacity(1 << 20, File::create(dir.join("logins.jsonl"))?);
+    let mut activity = BufWriter::with_capacity(1 << 20, File::create(dir.join("activity.jsonl"))?);
+    // Recent grants (n, user) activity can come from: the last 60,000, about
+    // 40 minutes of grants, well inside a token's lifetime.
+    let mut recent: std::collections::VecDeque<(u64, u64)> = std::collections::VecDeque::new();
+    let (mut n_grants, mut bytes) = (0u64, 0u64);
+    for n in 0..events {
+        let t = START_MS + n as i64 * step;
+        let id = uuid(&mut r);
+        if recent.is_empty() || r.below(100) < 40 {
+            let u = r.below(ACT_USERS);
+            let app = app_name(u % ACT_APPS);
+            let line = format!(
+                concat!(
+                    "{{\"attributes\":{{\"type\":\"LoginEvent\"}},\"EventIdentifier\":\"{id}\",\"EventDate\":\"{date}\",",
+                    "\"UserId\":\"{user}\",\"Username\":\"act{u}@acme.example\",\"Application\":\"{app}\",",
+                    "\"LoginType\":\"Remote Access 2.0\",\"LoginSubType\":\"OAuth Client Credentials\",\"Status\":\"Success\",",
+                    "\"SourceIp\":\"{ip}\",\"LoginKey\":\"{key}\",\"SessionKey\":null,\"Browser\":\"Unknown\",",
+                    "\"Platform\":\"Unknown\",\"CountryIso\":\"US\",\"TlsProtocol\":\"TLS 1.3\",\"ApiType\":\"N/A\"}}\n"
+                ),
+                id = id,
+                date = sf_time(t),
+                user = act_user(u),
+                u = u,
+                app = app,
+                ip = act_ip(u),
+                key = login_key(n_grants),
+            );
+            logins.write_all(line.as_bytes())?;
+            bytes += line.len() as u64;
+            recent.push_back((n_grants, u));
+            if recent.len() > 60_000 {
+                recent.pop_front();
+            }
+            n_grants += 1;
+            continue;
+        }
+        let (g, u) = recent[r.below(recent.len() as u64) as usize];
+        let entity = ENTITIES[r.below(ENTITIES.len() as u64) as usize];
+        // Users 0-99 run reconnaissance: COUNT() on several objects.
+        let query = if u < 100 && r.chance(300) {
+            format!("SELECT COUNT() FROM {entity}")
+        } else {
+            format!("SELECT Id, Name, LastModifiedDate FROM {entity} WHERE LastModifiedDate = TODAY LIMIT 200")
+        };
+        let roll = r.below(100);
+        let line = if roll < 70 {
+            format!(
+                concat!(
+                    "{{\"attributes\":{{\"type\":\"ApiEvent\"}},\"EventIdentifier\":\"{id}\",\"EventDate\":\"{date}\",",
+                    "\"ApiType\":\"REST\",\"ApiVersion\":58.0,\"Application\":\"N/A\",\"ConnectedAppId\":null,",
+                    "\"Operation\":\"Query\",\"Query\":\"{query}\",\"QueriedEntities\":\"{entity}\",",
+                    "\"RowsProcessed\":{rows}.0,\"LoginKey\":\"{key}\",\"SessionKey\":null,\"SourceIp\":\"{ip}\",",
+                    "\"UserAgent\":\"acme-sync/2.1\",\"UserId\":\"{user}\",\"Username\":\"act{u}@acme.example\",",
+                    "\"RequestIdentifier\":\"TID:{n:016x}\",\"ElapsedTime\":{elapsed}}}\n"
+                ),
+                id = id,
+                date = sf_time(t),
+                query = query,
+                entity = entity,
+                rows = match (query.contains("COUNT()"), u < 50) {
+                    (true, _) => 0,
+                    (false, true) => 20_000,
+                    (false, false) => 200,
+                },
+                key = login_key(g),
+                ip = act_ip(u),
+                user = act_user(u),
+                u = u,
+                n = n,
+                elapsed = 20 + r.below(400),
+            )
+        } else {
+            // ELF RestApi as JSON: no session key; the grant's IP (tuple) or another one.
+            let ip = if roll < 90 { act_ip(u) } else { format!("192.0.2.{}", r.below(250)) };
+            format!(
+                concat!(
+                    "{{\"EVENT_TYPE\":\"RestApi\",\"TIMESTAMP_DERIVED\":\"{date}\",\"REQUEST_ID\":\"TID:{n:016x}\",",
+                    "\"ORGANIZATION_ID\":\"00D5j00000DgAYG\",\"USER_ID\":\"{user15}\",\"CLIENT_IP\":\"{ip}\",",
+                    "\"URI\":\"/services/data/v58.0/query\",\"METHOD\":\"GET\",\"STATUS_CODE\":\"200\",",
+                    "\"ENTITY_NAME\":\"{entity}\",\"ROWS_PROCESSED\":\"200\",\"CPU_TIME\":\"12\",\"RUN_TIME\":\"40\",",
+                    "\"USER_AGENT\":\"5130\"}}\n"
+                ),
+                date = EventTime(t).to_datetime().format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+                n = n,
+                user15 = &act_user(u)[..15],
+                ip = ip,
+                entity = entity,
+            )
+        };
+        activity.write_all(line.as_bytes())?;
+        bytes += line.len() as u64;
+    }
+    logins.flush()?;
+    activity.flush()?;
+    // The run-as users are not in any inventory: privileges unknown.
+    std::fs::write(dir.join("users.json"), br#"{"totalSize":0,"done":true,"records":[]}"#)?;
+    std::fs::write(dir.join("psa.json"), br#"{"status":0,"result":{"totalSize":0,"done":true,"records":[]}}"#)?;
+    std::fs::write(dir.join("audit.jsonl"), b"")?;
+    Ok(GenerateStats { logins: events, grants: n_grants, audits: 0, bytes })
+}
+

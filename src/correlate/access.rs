@@ -68,6 +68,12 @@ pub fn source_name(kind: Option<RecordKind>) -> &'static str {
 
 /// The object of a `SELECT COUNT() FROM X` query, if it is one.
 pub fn count_query_object(query: &str) -> Option<String> {
+    // Cheap refusal first: this runs for every query.
+    let head = query.trim_start().as_bytes();
+    let count = |w: &[u8]| w.eq_ignore_ascii_case(b"count(");
+    if head.len() < 6 || !head[..6].eq_ignore_ascii_case(b"select") || !head.windows(6).any(count) {
+        return None;
+    }
     let q: String = query.split_whitespace().collect::<Vec<_>>().join(" ").to_ascii_lowercase();
     let rest = q.strip_prefix("select count() from ").or_else(|| q.strip_prefix("select count( ) from "))?;
     let obj: String = query
