@@ -443,4 +443,3 @@ pub fn generate_activity(dir: &Path, events: u64, seed: u64) -> anyhow::Result<G
     std::fs::write(dir.join("audit.jsonl"), b"")?;
     Ok(GenerateStats { logins: events, grants: n_grants, audits: 0, bytes })
 }
-

@@ -64,12 +64,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Generate(args) => {
-            let stats =
-                tokio::task::spawn_blocking(move || match args.activity {
-                    true => ccwatch::generate::generate_activity(&args.out, args.events, args.seed),
-                    false => ccwatch::generate::generate(&args.out, args.events, args.seed),
-                })
-                .await??;
+            let stats = tokio::task::spawn_blocking(move || match args.activity {
+                true => ccwatch::generate::generate_activity(&args.out, args.events, args.seed),
+                false => ccwatch::generate::generate(&args.out, args.events, args.seed),
+            })
+            .await??;
             eprintln!("{stats}");
             Ok(())
         }

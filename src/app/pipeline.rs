@@ -381,4 +381,108 @@ mod tests {
         let a = nightly(10.0, false, day9).expect("the first bulk export in a week of history");
         assert!(factor_ids(&a).contains(&"bulk_export"));
     }
+
+    /// A pipeline with the sample enrichment files (Tor list, IOCs, ASNs).
+    fn enriched() -> Pipeline {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/samples/enrichment/");
+        let files = crate::enrich::EnrichmentConfig {
+            tor_exit_list: Some(format!("{dir}tor-exits.txt").into()),
+            ioc_file: Some(format!("{dir}iocs.toml").into()),
+            asn_db: Some(format!("{dir}asn-sample.mmdb").into()),
+            ..Default::default()
+        };
+        let mut p = Pipeline::new(&Config::default());
+        p.correlator.set_enrichment(std::sync::Arc::new(crate::enrich::Enrichment::load(&files).unwrap()));
+        p
+    }
+
+    fn grant_from(time: &str, key: &str, ip: &str) -> NormalizedEvent {
+        let NormalizedEvent::Login(mut l) = grant(time, key) else { unreachable!() };
+        l.source_ip = Some(ip.into());
+        NormalizedEvent::Login(l)
+    }
+
+    fn lines(p: &mut Pipeline, events: Vec<NormalizedEvent>) -> Vec<Alert> {
+        let mut out = Vec::new();
+        for e in events {
+            p.process(&e, &mut out);
+        }
+        p.finish(&mut out);
+        out.into_iter().map(|(e, _)| e.alert).collect()
+    }
+
+    fn last_of(alerts: &[Alert], rule: Rule, ip: &str) -> Option<Alert> {
+        alerts.iter().rev().find(|a| a.rule == rule && a.source_ip.as_deref() == Some(ip)).cloned()
+    }
+
+    #[test]
+    fn anonymizing_source_ip_on_the_grant_or_the_activity() {
+        let activity = |ip: &str| {
+            let mut a = query("2025-08-17T11:20:00Z", "SELECT Id FROM Foo__c", "Foo__c", 1.0);
+            a.source_ip = Some(ip.into());
+            NormalizedEvent::Activity(Box::new(a))
+        };
+        // The activity from a Tor exit, the grant from an ordinary address.
+        let mut p = enriched();
+        let out =
+            lines(&mut p, vec![grant_from("2025-08-17T11:11:23Z", "K1", "192.0.2.5"), activity("185.220.101.33")]);
+        let a = last_of(&out, Rule::ClientCredentialsDataAccess, "192.0.2.5").expect("a Tor exit triggers");
+        assert!(factor_ids(&a).contains(&"anonymizing_source_ip"), "{:?}", factor_ids(&a));
+        let g = last_of(&out, Rule::ClientCredentialsGrant, "192.0.2.5").unwrap();
+        assert!(!factor_ids(&g).contains(&"anonymizing_source_ip"));
+        // The grant from an IOC address: its alert has the factor, and so has
+        // the data-access alert of its token (through the grant's factors).
+        let mut p = enriched();
+        let out = lines(&mut p, vec![grant_from("2025-08-17T11:11:23Z", "K1", "208.68.36.90"), activity("192.0.2.9")]);
+        let g = last_of(&out, Rule::ClientCredentialsGrant, "208.68.36.90").unwrap();
+        assert!(g.factors.iter().any(|f| f.id == "anonymizing_source_ip" && f.detail.contains("UNC6395")));
+        // Neither: no factor, and nothing else triggers.
+        let mut p = enriched();
+        let out = lines(&mut p, vec![grant_from("2025-08-17T11:11:23Z", "K1", "192.0.2.5"), activity("192.0.2.9")]);
+        assert!(out.iter().all(|a| a.rule != Rule::ClientCredentialsDataAccess));
+        assert!(!factor_ids(&last_of(&out, Rule::ClientCredentialsGrant, "192.0.2.5").unwrap())
+            .contains(&"anonymizing_source_ip"));
+    }
+
+    #[test]
+    fn new_asn_once_the_pair_has_asn_history() {
+        let mut p = enriched();
+        let out = lines(
+            &mut p,
+            vec![
+                grant_from("2025-08-17T09:00:00Z", "K0", "203.0.113.50"),
+                grant_from("2025-08-17T10:00:00Z", "K1", "203.0.113.51"),
+                grant_from("2025-08-17T11:11:23Z", "K2", "208.68.36.90"),
+            ],
+        );
+        let first = last_of(&out, Rule::ClientCredentialsGrant, "203.0.113.50").unwrap();
+        assert!(!factor_ids(&first).contains(&"new_asn"), "no history yet");
+        let same = last_of(&out, Rule::ClientCredentialsGrant, "203.0.113.51").unwrap();
+        assert!(!factor_ids(&same).contains(&"new_asn"), "a new IP in a known ASN");
+        let new = last_of(&out, Rule::ClientCredentialsGrant, "208.68.36.90").unwrap();
+        let f = new.factors.iter().find(|f| f.id == "new_asn").expect("AS14061 is new for the pair");
+        assert!(f.detail.contains("AS14061 DIGITALOCEAN-ASN"), "{}", f.detail);
+        // Activity from yet another ASN is new too, and triggers on its own.
+        let mut a = query("2025-08-17T11:20:00Z", "SELECT Id FROM Foo__c", "Foo__c", 1.0);
+        a.login_key = Some("K2".into());
+        a.source_ip = Some("44.215.108.109".into());
+        let mut out = Vec::new();
+        p.process(&grant_from("2025-08-17T11:11:23Z", "K2", "208.68.36.90"), &mut out);
+        p.process(&NormalizedEvent::Activity(Box::new(a)), &mut out);
+        let access = out.iter().map(|(e, _)| &e.alert).find(|a| a.rule == Rule::ClientCredentialsDataAccess);
+        let access = access.expect("new_asn triggers");
+        assert_eq!(access.activity.as_ref().unwrap().asns, ["AS14618 AMAZON-AES"]);
+    }
+
+    #[test]
+    fn an_ioc_file_user_agent_matches_by_substring() {
+        let mut p = enriched();
+        let mut a = query("2025-08-17T11:20:00Z", "SELECT Id FROM Foo__c", "Foo__c", 1.0);
+        a.user_agent = Some("Python-urllib/3.12".into());
+        let out = lines(&mut p, vec![grant("2025-08-17T11:11:23Z", "K1"), NormalizedEvent::Activity(Box::new(a))]);
+        let access =
+            out.iter().rev().find(|a| a.rule == Rule::ClientCredentialsDataAccess).expect("the IOC file's agent");
+        let f = access.factors.iter().find(|f| f.id == "ioc_user_agent").unwrap();
+        assert!(f.detail.contains("loose tier"), "{}", f.detail);
+    }
 }
