@@ -192,13 +192,17 @@ impl Access {
         roll_day(pair, today, cfg);
         let day = pair.day.as_mut().expect("rolled");
 
-        // What this record adds.
-        let mut d = ActivitySummary::default();
+        // What this record adds goes straight into the day's gathered summary
+        // until the day is raised (most records: no allocation when the
+        // items are already listed), then into a summary of its own.
+        let mut own = ActivitySummary::default();
+        let raised = day.raised;
+        let d = if raised { &mut own } else { &mut day.pending };
         add_item(&mut d.sources, source_name(a.kind));
         match g.how {
-            Attribution::Key => d.attribution.key = 1,
-            Attribution::Request => d.attribution.request = 1,
-            Attribution::Tuple => d.attribution.tuple = 1,
+            Attribution::Key => d.attribution.key += 1,
+            Attribution::Request => d.attribution.request += 1,
+            Attribution::Tuple => d.attribution.tuple += 1,
         }
         let kind = a.kind;
         let count_obj = a.query.as_deref().and_then(count_query_object);
@@ -209,11 +213,11 @@ impl Access {
             Some(RecordKind::ApiEvent | RecordKind::ApiEventStream | RecordKind::ElfApi | RecordKind::ElfRestApi)
         ) && (a.query.is_some() || op.to_ascii_lowercase().starts_with("query"));
         if is_query && !query_more {
-            d.queries = 1;
+            d.queries += 1;
         }
         let status = a.job_status.as_deref().map(str::to_ascii_lowercase).unwrap_or_default();
         let rows = |x: Option<f64>| x.filter(|r| r.is_finite() && *r > 0.0).map_or(0, |r| r as u64);
-        d.rows = match kind {
+        let rows_now = match kind {
             _ if count_obj.is_some() => 0,
             Some(RecordKind::ApiEvent | RecordKind::ApiEventStream) => match a.rows_returned {
                 Some(r) => rows(Some(r)),
@@ -234,10 +238,13 @@ impl Access {
             },
             _ => 0,
         };
+        d.rows += rows_now;
+        let mut sensitive_now = false;
         for e in &a.entities {
             add_item(&mut d.entities, e);
             if self.sensitive.iter().any(|s| e.eq_ignore_ascii_case(s)) {
                 add_item(&mut d.sensitive_entities, e);
+                sensitive_now = true;
             }
         }
         let bulk = matches!(kind, Some(RecordKind::ElfBulkApi2 | RecordKind::ElfBulkApiRequest));
@@ -248,12 +255,12 @@ impl Access {
         let completed = bulk && bulk_query && status.contains("complete") && !status.contains("upload");
         let deleted = bulk && status.contains("delet");
         let downloaded = kind == Some(RecordKind::BulkApiResultEvent);
-        d.bulk_jobs_completed = u64::from(completed);
-        d.bulk_jobs_deleted = u64::from(deleted);
-        d.bulk_results_downloaded = u64::from(downloaded);
+        d.bulk_jobs_completed += u64::from(completed);
+        d.bulk_jobs_deleted += u64::from(deleted);
+        d.bulk_results_downloaded += u64::from(downloaded);
         let report_export = kind == Some(RecordKind::ElfReportExport)
             || (kind == Some(RecordKind::ReportEvent) && contains_ci(a.operation.as_deref(), "export"));
-        d.report_exports = u64::from(report_export);
+        d.report_exports += u64::from(report_export);
         if let Some(ua) = a.user_agent.as_deref() {
             add_item(&mut d.user_agents, ua);
         }
@@ -301,8 +308,9 @@ impl Access {
                 ),
             ));
         }
-        if !d.sensitive_entities.is_empty() {
-            found.push((ActivityFactor::SensitiveObjects, format!("read {}", d.sensitive_entities.join(", "))));
+        if sensitive_now && !day.factors.iter().any(|(f, _)| *f == ActivityFactor::SensitiveObjects) {
+            let read = if raised { &own.sensitive_entities } else { &day.pending.sensitive_entities };
+            found.push((ActivityFactor::SensitiveObjects, format!("read {}", read.join(", "))));
         }
         if completed || downloaded {
             let history = today - pair.first_day;
@@ -347,8 +355,8 @@ impl Access {
                 }
             }
         }
-        day.rows += d.rows;
-        if day.rows >= day.row_threshold && d.rows > 0 {
+        day.rows += rows_now;
+        if day.rows >= day.row_threshold && rows_now > 0 {
             found.push((
                 ActivityFactor::HighRowVolume,
                 format!("{} rows read in the UTC day ({})", day.rows, day.baseline),
@@ -392,7 +400,9 @@ impl Access {
         }
 
         // Report, or gather until the day's first trigger.
-        day.pending.absorb(&d);
+        if raised {
+            day.pending = own;
+        }
         day.pending_count += 1;
         let first = *day.pending_first.get_or_insert(a.time);
         if let Some(e) = &a.event_id {
