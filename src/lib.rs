@@ -6,7 +6,10 @@
 //! access as the app's run-as user. ccwatch reads Salesforce login and Setup
 //! Audit Trail records, correlates every client-credentials grant with its
 //! source IP and the run-as user's privileges *at the grant's event time*,
-//! scores it with named, explained factors, and writes alerts.
+//! scores it with named, explained factors, and writes alerts. It then
+//! follows each token: API activity (ApiEvent, Bulk API, reports, the
+//! EventLogFile API types) is attributed to its grant and scored as data
+//! access.
 //!
 //! # Layout
 //!
@@ -23,14 +26,20 @@
 //! - `event`: the contract every stage shares: `NormalizedEvent`,
 //!   `Observation`, `Alert`, `Emit` (an alert line to write) and `Format`
 //!   (its encoding), plus key normalisation (`event::keys`), time, ids and
-//!   IP ranges. Stages import `event` and `config`, never each other.
+//!   IP ranges. Stages import `event` and `config` (and `correlate` reads
+//!   `enrich`), never each other.
 //! - `decode`: every Salesforce shape → `NormalizedEvent` (logins, audit,
 //!   inventory, and post-grant API activity in `decode::activity`); rejects
 //!   with reasons.
 //! - `correlate`: the setup timeline (privileges, profile IP ranges, flow
-//!   set-up, answered as of any event time), IP history and failure windows.
-//! - `score`: factors, weights, severity; `score::aggregate` folds repeats
-//!   into bounded open and closed alert sets.
+//!   set-up, answered as of any event time), IP history and failure windows,
+//!   grant sessions (`correlate::sessions`: activity attributed to its grant)
+//!   and data access per (user, app) day (`correlate::access`).
+//! - `enrich`: offline reference data (Tor exits, IOCs, an ASN database) and
+//!   its reloading; like `config`, read by a stage, not a stage itself.
+//! - `score`: factors, weights, severity (grant, enablement and data-access
+//!   alerts); `score::aggregate` folds repeats into bounded open and closed
+//!   alert sets.
 //! - `sink`: alert encodings (native, OCSF, ECS) and writers; `sink::live` has
 //!   the Kafka topic, file, webhook and dead-letter sinks and their typed
 //!   `SinkError` (transient or permanent).
