@@ -875,3 +875,65 @@ async fn a_changed_ioc_file_is_reloaded_and_a_broken_one_keeps_the_last_good_ver
     run.token.cancel();
     run.task.await.unwrap().unwrap();
 }
+
+/// API activity on a topic of its own (`kafka.activity_topic`), keyed by user
+/// id like the logins and co-partitioned with them: its partitions follow the
+/// login partitions the group assigns, its records reach their grant (three
+/// COUNT() queries on distinct objects raise the data-access alert), and its
+/// offsets are committed to the group `<group_id>.activity`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_on_its_own_topic_reaches_its_grant_and_commits_its_offsets() {
+    let (t, c, bootstrap, producer) = empty_cluster(2);
+    let activity_topic = format!("{}.activity", t.logins);
+    c.create_topic(&activity_topic, 2, 1).unwrap();
+    let user = "005J4000001AbCdIAK";
+    let unit = |v: serde_json::Value| produce::Unit {
+        value: serde_json::to_vec(&v).unwrap(),
+        key: Some(user.to_string()),
+        time: None,
+    };
+    let grant = unit(serde_json::json!({
+        "attributes": {"type": "LoginEvent"}, "EventIdentifier": "g1", "EventDate": "2025-08-14T00:17:00.000+0000",
+        "UserId": user, "LoginType": "Remote Access 2.0", "LoginSubType": "OAuth Client Credentials",
+        "Status": "Success", "SourceIp": "44.215.108.109", "Application": "Drift", "LoginKey": "Qv1P3iAGDrGQxSmN"
+    }));
+    let queries: Vec<produce::Unit> = ["Account", "Contact", "User"]
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            unit(serde_json::json!({
+                "attributes": {"type": "ApiEvent"}, "EventIdentifier": format!("a{i}"),
+                "EventDate": format!("2025-08-14T00:18:0{i}.000+0000"), "Query": format!("SELECT COUNT() FROM {o}"),
+                "QueriedEntities": o, "LoginKey": "Qv1P3iAGDrGQxSmN", "SourceIp": "44.215.108.109", "UserId": user
+            }))
+        })
+        .collect();
+    produce::send(&producer, &t.logins, &[grant]).await.unwrap();
+    produce::send(&producer, &activity_topic, &queries).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = dir.path().join("a.jsonl");
+    let mut cfg = live_config(&bootstrap, &t, vec![file_sink(&alerts)]);
+    cfg.live.kafka.as_mut().unwrap().activity_topic = Some(activity_topic.clone());
+    let run = start(cfg.clone()).await;
+    eventually(60, "the data-access alert", || async {
+        std::fs::read_to_string(&alerts).unwrap_or_default().contains("client_credentials_data_access")
+    })
+    .await;
+    let ends = high_watermarks(&bootstrap, &activity_topic);
+    let group = format!("{}.activity", t.group);
+    eventually(30, "the activity offsets committed", || async {
+        committed(&bootstrap, &group, &activity_topic) == ends
+    })
+    .await;
+    let m = scrape(&run).await;
+    assert_eq!(metric(&m, r#"ccwatch_activity_attributed_total{method="key"}"#), 3.0, "{m}");
+    run.token.cancel();
+    run.task.await.unwrap().unwrap();
+
+    // Not co-partitioned: refused at start-up, with both counts.
+    let lonely = format!("{}.lonely", t.logins);
+    c.create_topic(&lonely, 1, 1).unwrap();
+    cfg.live.kafka.as_mut().unwrap().activity_topic = Some(lonely);
+    let err = live::run(&cfg, CancellationToken::new(), Arc::new(Metrics::new())).await.unwrap_err().to_string();
+    assert!(err.contains("has 1 partitions") && err.contains("has 2"), "{err}");
+}

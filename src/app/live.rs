@@ -19,6 +19,11 @@
 //! its metric; the per-record consumed and grant counters keep resolved
 //! handles (`Counters`) because they run for every record.
 //!
+//! API activity arrives on the login topic, or on `kafka.activity_topic`:
+//! then a consumer of its own is assigned the login partitions' numbers
+//! whenever the group assigns them (`kafka::mirror_assign`), its lanes join
+//! the merge, and the ledger stores its offsets on that consumer.
+//!
 //! Setup-audit records skip the merge: the correlator keeps them on an
 //! event-time timeline and scores each grant as of its own time, so they are
 //! applied the moment they arrive, however far ahead of the logins they are.
@@ -58,9 +63,9 @@ use crate::event::{Emit, EmitKind};
 use crate::event::{EventTime, GrantClass, NormalizedEvent};
 use crate::sink::live::{AlertDeadLetters, DeadLetter, DeadLetters, RefusedAlert, Sink, SinkError};
 use crate::source::intake::{Chunk, Intake, Item, PauseGauges, Received};
-use crate::source::kafka::{self, Assignment, LiveConsumer};
+use crate::source::kafka::{self, Assigned, Assignment, LiveConsumer};
 use crate::source::ledger::{Ledger, Ticket};
-use crate::source::merge::{Merge, Stream};
+use crate::source::merge::{Lane, Merge, Stream};
 use crate::source::replay::{discover, Side};
 use crate::telemetry::events::{
     AlertDeadLetterFailed, AlertLine, AlertsDeadLettered, DeadLetterFailed, EnrichmentReloaded, InternalEvent,
@@ -185,9 +190,12 @@ struct Live {
     seen: Seen,
     report: RunReport,
     audit_topic: String,
-    /// Login partitions rewound for warm-up → their committed offset: messages
-    /// before it are warm-up.
-    warm_until: HashMap<i32, i64>,
+    /// Login and activity lanes rewound for warm-up → their committed offset:
+    /// messages before it are warm-up.
+    warm_until: HashMap<Lane, i64>,
+    /// `kafka.activity_topic`'s consumer and topic, when activity has its own.
+    activity: Option<Arc<LiveConsumer>>,
+    activity_topic: String,
 }
 
 /// Moves the pipeline's outputs into this turn's alert lines. For a
@@ -245,6 +253,8 @@ impl Live {
             log_limiter: LogLimiter::default(),
             turn: Turn::default(),
             warm_until: HashMap::new(),
+            activity: None,
+            activity_topic: String::new(),
             assigned: false,
             outputs: Vec::new(),
             seen: Seen::default(),
@@ -283,20 +293,21 @@ impl Live {
         if stream == Stream::Audit {
             self.audit.eof.insert(partition, false);
         }
-        if stream == Stream::Login && self.warm_until.get(&partition).is_some_and(|&c| offset < c) {
+        if stream.is_traffic() && self.warm_until.get(&lane).is_some_and(|&c| offset < c) {
             return self.on_warmup_message(lane, records, received);
         }
-        if stream == Stream::Login && self.ledger.already_processed(partition, offset) {
+        if stream.is_traffic() && self.ledger.already_processed(lane, offset) {
             // Processed and delivered by this instance before its partitions
             // were revoked, but not yet committed: it rebuilds the state the
             // revocation forgot, like warm-up, and its offset is done.
             RedeliveryWithheld.emit(&self.metrics);
-            self.ledger.open(partition, offset, 0);
+            self.ledger.open(lane, offset, 0);
             return self.on_warmup_message(lane, records, received);
         }
         let topic: &str = match stream {
             Stream::Audit => &self.audit_topic,
             Stream::Login => &self.login_topic,
+            Stream::Activity => &self.activity_topic,
         };
         let mut events = 0u32;
         let mut latest = None;
@@ -314,7 +325,7 @@ impl Live {
                         continue;
                     }
                     events += 1;
-                    let ticket = Ticket { partition, offset };
+                    let ticket = Ticket { lane, offset };
                     self.merge.push(lane, ev.time(), ev.rank(), Pending { ev, warm: false, ticket, received });
                 }
                 Decoded::Counted { kind, grant, success, time } => {
@@ -353,7 +364,7 @@ impl Live {
             return;
         }
         advance_lane(&mut self.merge, lane, events, latest);
-        if let Some(gap) = self.ledger.open(partition, offset, events) {
+        if let Some(gap) = self.ledger.open(lane, offset, events) {
             OffsetGap { topic, partition, from: gap.from, to: gap.to }.emit(&self.metrics);
         }
         if events == 0 {
@@ -374,7 +385,7 @@ impl Live {
             match d {
                 Decoded::Event(ev) => {
                     events += 1;
-                    let ticket = Ticket { partition: lane.1, offset: 0 };
+                    let ticket = Ticket { lane, offset: 0 };
                     self.merge.push(lane, ev.time(), ev.rank(), Pending { ev, warm: true, ticket, received });
                 }
                 Decoded::Counted { time, .. } => latest = latest.max(Some(time)),
@@ -389,39 +400,58 @@ impl Live {
             Assignment::Assigned(ps) => {
                 let partitions: Vec<i32> = ps.iter().map(|a| a.partition).collect();
                 PartitionsAssigned { partitions: &partitions }.emit(&self.metrics);
-                self.merge.assign(Stream::Login, &partitions);
-                for a in ps {
-                    // Gaps are checked from the committed offset: the warm-up
-                    // range before it was checked when it was first read.
-                    if let Some(o) = a.committed {
-                        self.ledger.expect(a.partition, o);
-                    }
-                    match (a.warmup_from, a.committed) {
-                        (Some(from), Some(c)) => {
-                            tracing::info!(
-                                partition = a.partition,
-                                from,
-                                to = c,
-                                "Re-reading messages already delivered to rebuild correlation state; their alerts are withheld."
-                            );
-                            self.warm_until.insert(a.partition, c);
-                        }
-                        _ => {
-                            self.warm_until.remove(&a.partition);
-                        }
-                    }
+                self.assign_lanes(Stream::Login, ps);
+                // The activity topic's same partitions follow the login ones.
+                if let Some(c) = self.activity.clone() {
+                    let mirrored = kafka::mirror_assign(&c, &partitions);
+                    self.assign_lanes(Stream::Activity, mirrored);
                 }
             }
             Assignment::Revoked(ps) => {
-                let dropped = self.merge.revoke(Stream::Login, &ps) as u64;
+                let mut dropped = self.merge.revoke(Stream::Login, &ps) as u64;
+                let mut lanes: Vec<Lane> = ps.iter().map(|&p| (Stream::Login, p)).collect();
+                if let Some(c) = &self.activity {
+                    kafka::mirror_revoke(c, &ps);
+                    dropped += self.merge.revoke(Stream::Activity, &ps) as u64;
+                    lanes.extend(ps.iter().map(|&p| (Stream::Activity, p)));
+                }
                 PartitionsRevoked { partitions: &ps, dropped }.emit(&self.metrics);
-                self.ledger.revoke(&ps);
-                for p in &ps {
-                    self.warm_until.remove(p);
+                self.ledger.revoke(&lanes);
+                for l in &lanes {
+                    self.warm_until.remove(l);
                 }
                 // The eager protocol revokes every partition: whatever comes
                 // back is read again from its committed offset and warm-up.
                 self.pipeline.forget_traffic();
+            }
+        }
+    }
+
+    /// Lanes of `stream` assigned: where each resumes, and its warm-up range.
+    fn assign_lanes(&mut self, stream: Stream, ps: Vec<Assigned>) {
+        let partitions: Vec<i32> = ps.iter().map(|a| a.partition).collect();
+        self.merge.assign(stream, &partitions);
+        for a in ps {
+            let lane = (stream, a.partition);
+            // Gaps are checked from the committed offset: the warm-up
+            // range before it was checked when it was first read.
+            if let Some(o) = a.committed {
+                self.ledger.expect(lane, o);
+            }
+            match (a.warmup_from, a.committed) {
+                (Some(from), Some(c)) => {
+                    tracing::info!(
+                        stream = ?stream,
+                        partition = a.partition,
+                        from,
+                        to = c,
+                        "Re-reading messages already delivered to rebuild correlation state; their alerts are withheld."
+                    );
+                    self.warm_until.insert(lane, c);
+                }
+                _ => {
+                    self.warm_until.remove(&lane);
+                }
             }
         }
     }
@@ -541,8 +571,9 @@ impl Live {
         Ok(())
     }
 
-    /// Marks this turn's records finished and stores what offsets may be.
-    fn store_offsets(&mut self, consumer: &LiveConsumer) {
+    /// Marks this turn's records finished and stores what offsets may be,
+    /// on the login consumer or the activity one.
+    fn store_offsets(&mut self, login: &LiveConsumer) {
         for d in self.turn.done.drain(..) {
             if let Some(t) = d.ticket {
                 self.ledger.finish(t);
@@ -550,9 +581,12 @@ impl Live {
             RecordFinished { latency: d.received.elapsed() }.emit(&self.metrics);
         }
         for s in self.ledger.storable() {
-            let p = s.partition;
+            let (stream, p) = s.lane;
             // store_offset takes the offset of the last processed message.
-            let stored = consumer.store_offset(&self.login_topic, p, s.next - 1);
+            let stored = match (stream, &self.activity) {
+                (Stream::Activity, Some(c)) => c.store_offset(&self.activity_topic, p, s.next - 1),
+                _ => login.store_offset(&self.login_topic, p, s.next - 1),
+            };
             OffsetStored { partition: p, error: stored.as_ref().err().map(|e| e as &dyn std::fmt::Display) }
                 .emit(&self.metrics);
         }
@@ -776,15 +810,33 @@ impl Run {
             }
             None => None,
         };
-        let watched: Vec<Arc<LiveConsumer>> = std::iter::once(login.clone()).chain(audit.clone()).collect();
+        let activity = match &k.activity_topic {
+            Some(t) => {
+                let logins = kafka::partition_count(&login, "login", &k.login_topic)?;
+                let own = kafka::partition_count(&login, "activity", t)?;
+                if own != logins {
+                    anyhow::bail!(
+                        "activity topic {t} has {own} partitions and login topic {} has {logins}: they must match, keyed by user id alike, so a user's grants and activity meet on one instance",
+                        k.login_topic
+                    );
+                }
+                Some(Arc::new(kafka::activity_consumer(&k, t).context("cannot create the activity consumer")?))
+            }
+            None => None,
+        };
+        let watched: Vec<Arc<LiveConsumer>> =
+            std::iter::once(login.clone()).chain(audit.clone()).chain(activity.clone()).collect();
         let lag_stop = Arc::new(AtomicBool::new(false));
         let lag_watch =
             kafka::spawn_lag_watch(watched, metrics.clone(), k.lag_interval, k.stall_after, lag_stop.clone())
                 .context("cannot start the lag thread")?;
         let gauges = PauseGauges { paused: metrics.intake_paused.clone(), pauses: metrics.intake_pauses.clone() };
-        let intake = Intake::spawn(login.clone(), audit, gauges).context("cannot start the intake thread")?;
+        let intake =
+            Intake::spawn(login.clone(), audit, activity.clone(), gauges).context("cannot start the intake thread")?;
         let mut live = Live::new(pipeline, metrics, health, &k.login_topic, k.audit_topic.as_deref(), k.max_pending);
         live.audit = audit_progress;
+        live.activity = activity;
+        live.activity_topic = k.activity_topic.clone().unwrap_or_default();
         live.sinks = sinks;
         live.dead_letters = dead_letters;
         live.alert_dead_letters = alert_dead_letters;
@@ -832,7 +884,11 @@ impl Run {
         let audit_ok = live.audit.caught_up();
         live.metrics.audit_caught_up.set(i64::from(audit_ok));
         live.health.ready.store(live.assigned && audit_ok, Ordering::Relaxed);
-        let caught_up = live.assigned && audit_ok && live.merge.is_empty() && live.merge.caught_up(Stream::Login);
+        let caught_up = live.assigned
+            && audit_ok
+            && live.merge.is_empty()
+            && live.merge.caught_up(Stream::Login)
+            && live.merge.caught_up(Stream::Activity);
         // State gauges walk the correlator's pairs: once a second, and whenever
         // the run catches up or falls behind, not on every 20 ms idle turn.
         if caught_up != self.was_caught_up || self.gauges_at.elapsed() >= GAUGE_PERIOD {
@@ -886,14 +942,19 @@ impl Run {
         })
         .await;
         live.update_gauges();
-        match login.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => live.report.offsets_committed = true,
-            // Nothing stored since the last auto-commit: everything is already committed.
-            Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {
-                live.report.offsets_committed = true
-            }
-            Err(e) => tracing::warn!(error = %e, "Final offset commit failed."),
-        }
+        let consumers = std::iter::once(&login).chain(live.activity.as_ref());
+        let committed: Vec<bool> = consumers
+            .map(|c| match c.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) => true,
+                // Nothing stored since the last auto-commit: everything is already committed.
+                Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Final offset commit failed.");
+                    false
+                }
+            })
+            .collect();
+        live.report.offsets_committed = committed.iter().all(|c| *c);
         for s in &mut live.sinks {
             if let Err(e) = s.flush() {
                 tracing::error!(sink = %s.name, error = %e, "Sink flush failed.");

@@ -82,6 +82,12 @@ pub struct RawKafka {
     /// Topic carrying Setup Audit Trail records (and inventory snapshots);
     /// every instance reads all of it from the beginning.
     pub audit_topic: Option<String>,
+    /// Topic carrying API activity (ApiEvent, BulkApiResult, ReportEvent, ELF
+    /// API types), when it does not share the login topic. It must have as
+    /// many partitions as the login topic, keyed by user id the same way:
+    /// partition N of both goes to the same instance.
+    #[serde(default)]
+    pub activity_topic: Option<String>,
     /// Undecodable records go here with the reason in headers.
     pub dead_letter_topic: Option<String>,
     /// Where a new group starts on the login topic: `earliest` or `latest`.
@@ -266,6 +272,7 @@ pub struct KafkaConfig {
     pub group_instance_id: Option<String>,
     pub login_topic: String,
     pub audit_topic: Option<String>,
+    pub activity_topic: Option<String>,
     pub dead_letter_topic: Option<String>,
     pub max_pending: usize,
     /// Messages re-read per login partition on assignment (see `RawKafka`).
@@ -401,6 +408,7 @@ fn kafka_config(k: &RawKafka, problems: &mut Vec<String>) -> KafkaConfig {
     for (what, t) in [
         ("login_topic", Some(&k.login_topic)),
         ("audit_topic", k.audit_topic.as_ref()),
+        ("activity_topic", k.activity_topic.as_ref()),
         ("dead_letter_topic", k.dead_letter_topic.as_ref()),
     ] {
         if let Some(t) = t {
@@ -411,6 +419,11 @@ fn kafka_config(k: &RawKafka, problems: &mut Vec<String>) -> KafkaConfig {
     }
     if k.audit_topic.as_ref() == Some(&k.login_topic) {
         problems.push("kafka.audit_topic must differ from kafka.login_topic".into());
+    }
+    if let Some(a) = &k.activity_topic {
+        if *a == k.login_topic || k.audit_topic.as_ref() == Some(a) {
+            problems.push("kafka.activity_topic must differ from kafka.login_topic and kafka.audit_topic".into());
+        }
     }
     if !matches!(k.auto_offset_reset.as_str(), "earliest" | "latest") {
         problems.push(format!("kafka.auto_offset_reset {:?} must be earliest or latest", k.auto_offset_reset));
@@ -436,6 +449,7 @@ fn kafka_config(k: &RawKafka, problems: &mut Vec<String>) -> KafkaConfig {
         group_id: k.group_id.clone(),
         login_topic: k.login_topic.clone(),
         audit_topic: k.audit_topic.clone(),
+        activity_topic: k.activity_topic.clone(),
         dead_letter_topic: k.dead_letter_topic.clone(),
         group_instance_id: k.group_instance_id.clone(),
         max_pending: k.max_pending,
@@ -468,6 +482,7 @@ impl KafkaConfig {
             group_id: group_id.into(),
             login_topic: login_topic.into(),
             audit_topic: audit_topic.map(Into::into),
+            activity_topic: None,
             dead_letter_topic: dead_letter_topic.map(Into::into),
             auto_offset_reset: default_offset_reset(),
             statistics_interval_ms,

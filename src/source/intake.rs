@@ -1,5 +1,6 @@
 //! Live intake: two threads between the Kafka consumers and the run loop.
-//! The *receive* thread takes messages from both consumers and copies them
+//! The *receive* thread takes messages from every consumer (logins, setup
+//! audit, and activity when `kafka.activity_topic` is set) and copies them
 //! into chunks, with end-of-partition markers and partition assignment
 //! changes in-band, in the order received. The *decode* thread decodes each
 //! message (the same `decode_json_unit` replay uses) and hands the chunk to
@@ -203,6 +204,7 @@ impl Intake {
     pub fn spawn(
         login: Arc<LiveConsumer>,
         audit: Option<Arc<LiveConsumer>>,
+        activity: Option<Arc<LiveConsumer>>,
         gauges: PauseGauges,
     ) -> std::io::Result<Intake> {
         let (raw_tx, mut raw_rx) = mpsc::channel::<Chunk>(QUEUE);
@@ -217,7 +219,7 @@ impl Intake {
                     return;
                 }
             };
-            rt.block_on(receive(login, audit, raw_tx, token, gauges));
+            rt.block_on(receive(login, audit, activity, raw_tx, token, gauges));
         })?;
         let decoder = std::thread::Builder::new().name("ccwatch-decode".into()).spawn(move || {
             while let Some(mut chunk) = raw_rx.blocking_recv() {
@@ -256,17 +258,19 @@ async fn recv_opt(c: Option<&LiveConsumer>) -> Result<BorrowedMessage<'_>, Kafka
 async fn receive(
     login: Arc<LiveConsumer>,
     audit: Option<Arc<LiveConsumer>>,
+    activity: Option<Arc<LiveConsumer>>,
     tx: mpsc::Sender<Chunk>,
     stop: CancellationToken,
     gauges: PauseGauges,
 ) {
-    let audit = audit.as_deref();
+    let (audit, activity) = (audit.as_deref(), activity.as_deref());
     loop {
         let first = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
             m = recv_opt(audit) => (Stream::Audit, m),
             m = login.recv() => (Stream::Login, m),
+            m = recv_opt(activity) => (Stream::Activity, m),
         };
         let mut chunk = Chunk::new();
         take_assignments(&login, &mut chunk);
@@ -283,10 +287,11 @@ async fn receive(
                 biased;
                 m = recv_opt(audit), if poll_audit => (Stream::Audit, m),
                 m = login.recv() => (Stream::Login, m),
+                m = recv_opt(activity) => (Stream::Activity, m),
                 _ = std::future::ready(()) => break,
             };
             audit_wait = match (poll_audit, next.0) {
-                (true, Stream::Login) => AUDIT_RECHECK,
+                (true, Stream::Login | Stream::Activity) => AUDIT_RECHECK,
                 _ => audit_wait.saturating_sub(1),
             };
             // A rebalance runs inside `recv`: its change goes before the message.
@@ -294,7 +299,7 @@ async fn receive(
             chunk.add(next.0, next.1);
         }
         take_assignments(&login, &mut chunk);
-        if !hand_over(chunk, &login, audit, &tx, &stop, &gauges).await {
+        if !hand_over(chunk, &login, audit, activity, &tx, &stop, &gauges).await {
             return;
         }
     }
@@ -310,6 +315,7 @@ async fn hand_over(
     mut chunk: Chunk,
     login: &LiveConsumer,
     audit: Option<&LiveConsumer>,
+    activity: Option<&LiveConsumer>,
     tx: &mpsc::Sender<Chunk>,
     stop: &CancellationToken,
     gauges: &PauseGauges,
@@ -329,7 +335,7 @@ async fn hand_over(
     );
     gauges.paused.set(1);
     gauges.pauses.inc();
-    set_paused(login, audit, true);
+    set_paused(login, audit, activity, true);
     let taken = loop {
         let polled = tokio::select! {
             biased;
@@ -338,24 +344,25 @@ async fn hand_over(
             _ = stop.cancelled() => break tx.send(chunk).await.is_ok(),
             m = recv_opt(audit) => (Stream::Audit, m),
             m = login.recv() => (Stream::Login, m),
+            m = recv_opt(activity) => (Stream::Activity, m),
         };
         let reassigned = take_assignments(login, &mut chunk);
         chunk.add(polled.0, polled.1);
         if reassigned {
-            set_paused(login, audit, true);
+            set_paused(login, audit, activity, true);
         }
     };
     gauges.paused.set(0);
     if taken && !stop.is_cancelled() {
-        set_paused(login, audit, false);
+        set_paused(login, audit, activity, false);
         tracing::info!("The run loop took the waiting messages: consumption resumed.");
     }
     taken
 }
 
 /// Pauses or resumes every partition currently assigned to either consumer.
-fn set_paused(login: &LiveConsumer, audit: Option<&LiveConsumer>, pause: bool) {
-    for c in std::iter::once(login).chain(audit) {
+fn set_paused(login: &LiveConsumer, audit: Option<&LiveConsumer>, activity: Option<&LiveConsumer>, pause: bool) {
+    for c in std::iter::once(login).chain(audit).chain(activity) {
         let result = c.assignment().and_then(|tpl| match pause {
             _ if tpl.count() == 0 => Ok(()),
             true => c.pause(&tpl),

@@ -2,7 +2,8 @@
 //! logs and rebalances into tracing and the run loop; a watcher thread
 //! measures lag and stalls against the broker's watermarks.
 //!
-//! Two consumers, by design:
+//! Two consumers, by design (three with `kafka.activity_topic`, see
+//! `activity_consumer`):
 //! - **logins**: a consumer group (`kafka.group_id`) subscribed to the login
 //!   topic, so instances split the load. Auto-commit is on, but
 //!   `enable.auto.offset.store=false`: an offset is stored only after every
@@ -178,9 +179,9 @@ impl Context {
 
     /// Re-reads up to `warmup` messages before each committed offset: sets
     /// the start offsets in `tpl` (before it is assigned) and returns them.
-    fn rewind(
+    fn rewind<C: Consumer<Context>>(
         &self,
-        c: &BaseConsumer<Context>,
+        c: &C,
         tpl: &mut TopicPartitionList,
         committed: &HashMap<i32, i64>,
     ) -> HashMap<i32, i64> {
@@ -237,7 +238,7 @@ impl ClientContext for Context {
 /// The committed offset of each partition in `tpl` (one round trip to the
 /// group coordinator). `None` where nothing is committed or the lookup failed:
 /// reading then starts at `auto.offset.reset` and there is nothing to check.
-fn committed(c: &BaseConsumer<Context>, tpl: &TopicPartitionList, topic: &str) -> HashMap<i32, i64> {
+fn committed<C: Consumer<Context>>(c: &C, tpl: &TopicPartitionList, topic: &str) -> HashMap<i32, i64> {
     match c.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
         Ok(got) => got
             .elements()
@@ -366,6 +367,65 @@ pub fn login_consumer(k: &KafkaConfig) -> KafkaResult<LiveConsumer> {
         .create_with_context(Context { warmup: k.warmup_messages, ..Context::new(&k.login_topic) })?;
     consumer.subscribe(&[k.login_topic.as_str()])?;
     Ok(consumer)
+}
+
+/// The activity consumer (`kafka.activity_topic`): not a group member, but
+/// assigned by hand the same partition numbers the group gives the login
+/// consumer (`mirror_assign`), so a user's grants and activity, keyed alike
+/// into co-partitioned topics, meet on one instance. Its offsets are stored
+/// like the login consumer's and committed to the group `<group_id>.activity`
+/// (no member ever joins it, so the broker accepts them). A consumer of its
+/// own because one consumer of two topics cannot tell whose end-of-partition
+/// marker it got (librdkafka's error carries the partition only).
+pub fn activity_consumer(k: &KafkaConfig, topic: &str) -> KafkaResult<LiveConsumer> {
+    consumer_config(k)
+        .set("group.id", format!("{}.activity", k.group_id))
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", &k.auto_offset_reset)
+        .create_with_context(Context { warmup: k.warmup_messages, ..Context::new(topic) })
+}
+
+/// Assigns the activity consumer the login partitions just assigned, from
+/// its own committed offsets (less warm-up, as the login consumer does).
+pub fn mirror_assign(c: &LiveConsumer, partitions: &[i32]) -> Vec<Assigned> {
+    let ctx = c.context();
+    let mut tpl = TopicPartitionList::new();
+    for &p in partitions {
+        tpl.add_partition(&ctx.topic, p);
+    }
+    let committed = committed(c, &tpl, &ctx.topic);
+    for &p in partitions {
+        let start = committed.get(&p).map_or(Offset::Invalid, |&o| Offset::Offset(o));
+        let _ = tpl.set_partition_offset(&ctx.topic, p, start);
+    }
+    let from = ctx.rewind(c, &mut tpl, &committed);
+    if let Err(e) = c.incremental_assign(&tpl) {
+        tracing::error!(error = %e, "Cannot take the activity partitions.");
+    }
+    partitions
+        .iter()
+        .map(|&p| Assigned { partition: p, committed: committed.get(&p).copied(), warmup_from: from.get(&p).copied() })
+        .collect()
+}
+
+/// Releases the activity partitions mirroring revoked login partitions.
+pub fn mirror_revoke(c: &LiveConsumer, partitions: &[i32]) {
+    let topic = &c.context().topic;
+    let mut tpl = TopicPartitionList::new();
+    for &p in partitions {
+        tpl.add_partition(topic, p);
+    }
+    if let Err(e) = c.incremental_unassign(&tpl) {
+        tracing::error!(error = %e, "Cannot release the activity partitions.");
+    }
+}
+
+/// The number of partitions of `topic` (0 when it does not exist).
+pub fn partition_count(c: &LiveConsumer, what: &str, topic: &str) -> anyhow::Result<usize> {
+    Ok(partitions_of(c, what, topic)?.len())
 }
 
 /// The audit consumer: every partition, from the beginning, never committed.

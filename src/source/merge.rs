@@ -26,6 +26,15 @@ use std::collections::{BinaryHeap, HashMap};
 pub enum Stream {
     Audit,
     Login,
+    /// `kafka.activity_topic`, when API activity has a topic of its own.
+    Activity,
+}
+
+impl Stream {
+    /// Login and activity lanes: grouped, committed, merged by event time.
+    pub fn is_traffic(self) -> bool {
+        self != Stream::Audit
+    }
 }
 
 /// One partition of one stream.
