@@ -886,3 +886,56 @@ async fn activity_reaches_its_grant_through_a_real_broker() {
     signal(&run, "-TERM");
     assert!(wait_exit(&mut run, 30).success());
 }
+
+/// The same activity on a topic of its own (`kafka.activity_topic`, three
+/// partitions like the login topic), through a real broker: `ccwatch
+/// produce` keys grant and activity by user into the two topics, the
+/// activity consumer follows the login partitions the group assigns, every
+/// record reaches the grant, the data-access alert is written, and on
+/// SIGTERM the activity offsets are committed to `<group_id>.activity`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_on_its_own_topic_through_a_real_broker() {
+    let bootstrap = broker();
+    let t = Topics::new();
+    topics_for(&bootstrap, &t).await;
+    let activity = format!("{}.activity", t.logins);
+    create_topics(&bootstrap, &[(&activity, 3)]).await;
+    let (logins, acts) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let user = "005J4000001AbCdIAK";
+    let grant = serde_json::json!({
+        "attributes": {"type": "LoginEvent"}, "EventIdentifier": "g1", "EventDate": "2025-08-17T11:11:23.000+0000",
+        "UserId": user, "LoginType": "Remote Access 2.0", "LoginSubType": "OAuth Client Credentials",
+        "Status": "Success", "SourceIp": "208.68.36.90", "Application": "Drift", "LoginKey": "Qv1P3iAGDrGQxSmN"
+    });
+    std::fs::write(logins.path().join("grant.jsonl"), format!("{grant}\n")).unwrap();
+    std::fs::copy(
+        root().join("tests/fixtures/reference/elf_bulkapi2_illustrative.csv"),
+        acts.path().join("BulkApi2.csv"),
+    )
+    .unwrap();
+    produce(&bootstrap, &t.logins, &[logins.path().to_str().unwrap()]);
+    produce(&bootstrap, &activity, &[acts.path().to_str().unwrap()]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let file = dir.path().join("a.jsonl");
+    let sinks = format!("[[sinks]]\ntype = \"file\"\nname = \"f\"\npath = \"{}\"\n", file.display());
+    let kafka_extra = format!("activity_topic = \"{activity}\"");
+    let cfg = write_config_full(dir.path(), &bootstrap, &t, port, 0, 6000, &kafka_extra, &sinks);
+    let mut run = start_run(&cfg, &dir.path().join("run.log"));
+    eventually(60, "the three BulkApi2 rows attributed by key", || async {
+        let m = get(&format!("http://127.0.0.1:{port}/metrics")).await.1;
+        metric(&m, r#"ccwatch_activity_attributed_total{method="key"}"#) == 3.0
+    })
+    .await;
+    // Raised on the completed export (the deletion 24 s later adds its
+    // factor at the capped score, written when the day's alert closes).
+    eventually(30, "the data-access alert", || async {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        text.lines().any(|l| l.contains("client_credentials_data_access") && l.contains("\"bulk_export\""))
+    })
+    .await;
+    signal(&run, "-TERM");
+    assert!(wait_exit(&mut run, 30).success());
+    let group = format!("{}.activity", t.group);
+    assert_eq!(committed(&bootstrap, &group, &activity), high_watermarks(&bootstrap, &activity));
+}
