@@ -7,7 +7,9 @@ Rounds alternate the two (the VM's speed drifts), wall time and peak RSS come
 from /usr/bin/time, and the two must agree: the activity records DuckDB joins
 to a grant by LoginKey equal the records ccwatch attributes by key.
 """
-import json, os, platform, re, statistics, subprocess, sys, tempfile
+import json, os, platform, re, statistics, sys
+
+from timing import timed
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 data = os.path.join(root, "bench-data", "activity-1m")
@@ -22,14 +24,6 @@ t = time.perf_counter(); rows = con.execute(sql).fetchall(); s = time.perf_count
 print(json.dumps({"version": duckdb.__version__, "seconds": round(s, 3), "groups": len(rows),
                   "records": sum(r[3] for r in rows), "rows": sum(r[4] or 0 for r in rows)}))
 """
-
-
-def timed(cmd, cwd):
-    with tempfile.NamedTemporaryFile("r") as t:
-        out = subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", t.name] + cmd, cwd=cwd,
-                             capture_output=True, text=True, check=True)
-        wall, rss = t.read().split()[-2:]
-    return float(wall), int(rss) // 1024, out
 
 
 events = sum(1 for f in ("logins.jsonl", "activity.jsonl") for _ in open(os.path.join(data, f), "rb"))

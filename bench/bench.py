@@ -7,21 +7,15 @@ the two agree: the number of (user, app, IP, day) groups DuckDB finds equals the
 number of distinct `client_credentials_grant` alerts ccwatch writes, and the
 grant counts sum to the same total.
 """
-import json, os, platform, statistics, subprocess, sys, tempfile
+import json, os, platform, statistics, sys
+
+from timing import timed
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 data = os.path.join(root, "bench-data", "1m")
 ccwatch = os.path.join(root, "target", "release", "ccwatch")
 python = os.path.join(root, "bench-data", "venv", "bin", "python")
 rounds = int(os.environ.get("BENCH_ROUNDS", "5"))
-
-
-def timed(cmd, cwd):
-    with tempfile.NamedTemporaryFile("r") as t:
-        out = subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", t.name] + cmd, cwd=cwd,
-                             capture_output=True, text=True, check=True)
-        wall, rss = t.read().split()[-2:]
-    return float(wall), int(rss) // 1024, out
 
 
 def final_alerts(path):
