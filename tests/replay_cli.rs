@@ -757,6 +757,9 @@ fn the_sample_incident_raises_one_data_access_alert_and_the_etl_none() {
     assert_eq!(act["attribution"]["key"], 7);
     assert_eq!(act["sources"], serde_json::json!(["ApiEvent", "BulkApi2"]));
     assert_eq!(act["asns"], serde_json::json!(["AS14061 DIGITALOCEAN-ASN"]));
+    let evidence = a["evidence"].as_array().unwrap();
+    assert_eq!(evidence[0], "00005a17-0000-0000-0000-0000000c0a01", "the grant's event id first: {evidence:?}");
+    assert_eq!(evidence.len(), 8, "the grant and the seven records");
     assert!(finals
         .iter()
         .all(|x| x["username"] != "etl-integration@acme.example" || x["rule"] != "client_credentials_data_access"));

@@ -53,7 +53,7 @@ impl Pipeline {
             Observation::Grant(mut g) => {
                 let (id, score) = self.scorer.grant_id_and_score(&g);
                 if let Some(s) = g.session {
-                    self.correlator.tag_session(s, &id, score);
+                    self.correlator.tag_session(s, &id, score, g.login.event_id.as_deref());
                 }
                 let l = &g.login;
                 if self.aggregator.fold_repeat(&id, score, l.time, l.event_id.as_deref()) {

@@ -29,7 +29,9 @@
 //! A pair's records are folded in the order they arrive, which is event time
 //! within a user (as for IP history). Memory is bounded: pairs in an LRU of
 //! `activity.max_pairs` (evictions counted), and per pair at most 31 days of
-//! row totals, 64 completed bulk jobs and 1,024 report executions.
+//! row totals, 64 completed bulk jobs and 1,024 report executions. The
+//! evidence lists the event ids of the records and of (up to 5) grants whose
+//! tokens made them.
 
 use crate::config::ActivityConfig;
 use crate::event::time::MS_PER_MINUTE;
@@ -45,6 +47,8 @@ use super::sessions::{Attribution, Session};
 const MAX_JOBS: usize = 64;
 const MAX_EXECUTIONS: usize = 1024;
 const MAX_EVIDENCE: usize = 20;
+/// Grants whose event ids one day's alert lists.
+const MAX_GRANT_EVENTS: usize = 5;
 /// Days of row totals kept per pair (the median looks back 30).
 const ROW_DAYS: i64 = 31;
 
@@ -123,6 +127,8 @@ struct Day {
     sobjects_at: Option<EventTime>,
     executions: HashSet<Box<str>>,
     best_grant: Option<(String, f64)>,
+    /// Event ids of the grants whose tokens acted this day (bounded).
+    grant_events: Vec<Box<str>>,
 }
 
 #[derive(Default)]
@@ -399,6 +405,15 @@ impl Access {
             }
         }
 
+        // The grant's event id is evidence too, once per grant.
+        if let Some(ev) = &s.grant_event {
+            if day.grant_events.len() < MAX_GRANT_EVENTS && !day.grant_events.contains(ev) {
+                day.grant_events.push(ev.clone());
+                if day.pending_evidence.len() < MAX_EVIDENCE {
+                    day.pending_evidence.push(ev.to_string());
+                }
+            }
+        }
         // Report, or gather until the day's first trigger.
         if raised {
             day.pending = own;

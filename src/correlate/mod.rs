@@ -253,10 +253,11 @@ impl Correlator {
         }
     }
 
-    /// The grant that opened session `session` was scored into `alert_id`:
-    /// its activity's data-access alert carries that alert's factors.
-    pub fn tag_session(&mut self, session: u64, alert_id: &str, score: f64) {
-        self.sessions.tag(session, alert_id, score);
+    /// The grant that opened session `session` (event `event`) was scored
+    /// into `alert_id`: its activity's data-access alert carries that
+    /// alert's factors, and the grant's event id as evidence.
+    pub fn tag_session(&mut self, session: u64, alert_id: &str, score: f64, event: Option<&str>) {
+        self.sessions.tag(session, alert_id, score, event);
     }
 
     /// Activity that waited for a grant and was attributed when it arrived:

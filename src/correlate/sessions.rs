@@ -51,6 +51,8 @@ pub struct Session {
     pub attributed: [u64; 3],
     /// The grant's alert id and score, once scored (`Sessions::tag`).
     pub grant_alert: Option<(Box<str>, f64)>,
+    /// The grant's own event id (evidence for its data-access alert).
+    pub grant_event: Option<Box<str>>,
     keys: GrantKeys,
 }
 
@@ -164,10 +166,12 @@ impl Sessions {
         self.sessions.peek(&id)
     }
 
-    /// Records the alert the session's grant was scored into.
-    pub fn tag(&mut self, id: u64, alert_id: &str, score: f64) {
+    /// Records the alert the session's grant was scored into, and the
+    /// grant's event id.
+    pub fn tag(&mut self, id: u64, alert_id: &str, score: f64, event: Option<&str>) {
         if let Some(s) = self.sessions.peek_mut(&id) {
             s.grant_alert = Some((alert_id.into(), score));
+            s.grant_event = event.map(Into::into);
         }
     }
 
@@ -202,6 +206,7 @@ impl Sessions {
             ip: usable_ip(ip).map(Into::into),
             attributed: [0; 3],
             grant_alert: None,
+            grant_event: None,
             keys: keys.clone(),
         };
         for (map, k) in self.key_indexes().into_iter().zip(key_values(keys)) {
