@@ -97,7 +97,9 @@ pub struct Sessions {
     /// Request id of an attributed row → its session (sibling rows of one call).
     requests: LruCache<Box<str>, u64>,
     /// (user, ip) → sessions, for tuple matches.
-    tuples: HashMap<(Box<str>, Box<str>), Vec<u64>>,
+    /// user → (ip, session), for tuple matches; keyed by user alone so a
+    /// lookup borrows the record's strings instead of allocating a key.
+    tuples: HashMap<Box<str>, Vec<(Box<str>, u64)>>,
     /// Users with a client-credentials grant.
     cc_users: LruCache<Box<str>, ()>,
     /// Unmatched activity by user, and the order it arrived in.
@@ -195,7 +197,9 @@ impl Sessions {
         self.next_id += 1;
         let id = self.next_id;
         self.stats.opened += 1;
-        self.cc_users.put(user.into(), ());
+        if self.cc_users.get(user).is_none() {
+            self.cc_users.put(user.into(), ());
+        }
         let session = Session {
             id,
             grant_time: time,
@@ -215,7 +219,12 @@ impl Sessions {
             }
         }
         if let Some(ip) = &session.ip {
-            self.tuples.entry((user.into(), ip.clone())).or_default().push(id);
+            match self.tuples.get_mut(user) {
+                Some(v) => v.push((ip.clone(), id)),
+                None => {
+                    self.tuples.insert(user.into(), vec![(ip.clone(), id)]);
+                }
+            }
         }
         if let Some((old, evicted)) = self.sessions.push(id, session) {
             if old != id {
@@ -241,12 +250,11 @@ impl Sessions {
                 }
             }
         }
-        if let Some(ip) = &s.ip {
-            let k = (s.user.clone(), ip.clone());
-            if let Some(ids) = self.tuples.get_mut(&k) {
-                ids.retain(|i| *i != s.id);
+        if s.ip.is_some() {
+            if let Some(ids) = self.tuples.get_mut(&s.user) {
+                ids.retain(|(_, i)| *i != s.id);
                 if ids.is_empty() {
-                    self.tuples.remove(&k);
+                    self.tuples.remove(&s.user);
                 }
             }
         }
@@ -280,12 +288,13 @@ impl Sessions {
             }
         }
         let ip = usable_ip(a.source_ip.as_deref())?;
-        let ids = self.tuples.get(&(user.into(), ip.into()))?;
+        let ids = self.tuples.get(user)?;
         let app = a.app_name.as_deref().map(key);
         let t = a.time.0;
         let lifetime = self.limits.token_lifetime_ms;
         ids.iter()
-            .filter_map(|id| self.sessions.peek(id))
+            .filter(|(i, _)| **i == *ip)
+            .filter_map(|(_, id)| self.sessions.peek(id))
             .filter(|s| t >= s.grant_time.0 - SKEW_MS && t <= s.grant_time.0 + lifetime)
             .filter(|s| match (&s.org, &a.org_id) {
                 (Some(x), Some(y)) => x.as_str()[..15] == y.as_str()[..15],
@@ -319,7 +328,13 @@ impl Sessions {
     fn wait(&mut self, user: &str, a: &Activity) {
         self.seq += 1;
         let seq = self.seq;
-        self.waiting.entry(user.into()).or_default().push_back(Waiting { seq, activity: Box::new(a.clone()) });
+        let w = Waiting { seq, activity: Box::new(a.clone()) };
+        match self.waiting.get_mut(user) {
+            Some(q) => q.push_back(w),
+            None => {
+                self.waiting.insert(user.into(), VecDeque::from([w]));
+            }
+        }
         self.order.push_back((seq, a.time, user.into()));
         self.live_waiting += 1;
         if self.live_waiting > self.limits.max_waiting {

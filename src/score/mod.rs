@@ -47,7 +47,7 @@ pub struct Scorer {
 }
 
 /// Most distinct alert ids remembered by `Scorer::ids`.
-const ID_MEMO: usize = 4096;
+const ID_MEMO: usize = 32_768;
 
 /// A stable id: rule + org + user + app + source IP + UTC day.
 pub fn alert_id(rule: Rule, org: &str, user: &str, app: &str, ip: &str, day: &str) -> String {
