@@ -223,7 +223,11 @@ impl ChunkOut {
 }
 
 fn decode_jsonl(bytes: &[u8]) -> ChunkOut {
-    let mut out = ChunkOut::default();
+    // Sized once for a chunk of decoded events (records are rarely under
+    // 256 bytes): growing it by doubling had the allocator fetch and zero
+    // fresh pages for every chunk (a fifth of a grant-dense replay's CPU
+    // profile, on the decode threads; 10% after).
+    let mut out = ChunkOut { events: Vec::with_capacity(bytes.len() / 256 + 1), ..ChunkOut::default() };
     let mut items = Vec::new();
     let mut start = 0usize;
     let mut line = 0u32;
