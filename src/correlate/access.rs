@@ -34,6 +34,7 @@
 //! tokens made them.
 
 use crate::config::ActivityConfig;
+use crate::event::ip::usable_ip;
 use crate::event::time::MS_PER_MINUTE;
 use crate::event::{
     add_item, AccessObservation, Activity, ActivityFactor, ActivitySummary, EventTime, RecordKind, SfId,
@@ -74,8 +75,7 @@ pub fn source_name(kind: Option<RecordKind>) -> &'static str {
 pub fn count_query_object(query: &str) -> Option<String> {
     // Cheap refusal first: this runs for every query.
     let head = query.trim_start().as_bytes();
-    let count = |w: &[u8]| w.eq_ignore_ascii_case(b"count(");
-    if head.len() < 6 || !head[..6].eq_ignore_ascii_case(b"select") || !head.windows(6).any(count) {
+    if head.len() < 6 || !head[..6].eq_ignore_ascii_case(b"select") || !contains_ci(Some(query), "count(") {
         return None;
     }
     let q: String = query.split_whitespace().collect::<Vec<_>>().join(" ").to_ascii_lowercase();
@@ -100,12 +100,11 @@ fn is_sobjects_list(a: &Activity) -> bool {
         || a.operation.as_deref().is_some_and(|o| o.eq_ignore_ascii_case("describeGlobal"))
 }
 
+/// Whether `text` contains `needle` (ASCII case-insensitive), without
+/// allocating: this runs for every activity record.
 fn contains_ci(text: Option<&str>, needle: &str) -> bool {
-    text.is_some_and(|t| t.to_ascii_lowercase().contains(needle))
-}
-
-fn usable_ip(ip: Option<&str>) -> Option<&str> {
-    ip.map(str::trim).filter(|i| !i.is_empty() && !i.eq_ignore_ascii_case("Salesforce.com IP"))
+    let n = needle.as_bytes();
+    text.is_some_and(|t| t.as_bytes().windows(n.len()).any(|w| w.eq_ignore_ascii_case(n)))
 }
 
 /// One pair's activity in one UTC day.
@@ -278,7 +277,10 @@ impl Access {
         if let Some(asn) = &g.asn {
             add_item(&mut d.asns, asn);
         }
-        // The day's facts.
+        // The day's facts. Each is found once: the detail of a factor the day
+        // already has is not written again.
+        let known = day.factors.iter().fold(0u16, |m, (f, _)| m | 1 << *f as u16);
+        let new = |f: ActivityFactor| known & (1 << f as u16) == 0;
         let mut found: Vec<(ActivityFactor, String)> = g.found;
         let window = i64::from(cfg.recon_window_minutes) * MS_PER_MINUTE;
         if let Some(obj) = &count_obj {
@@ -290,31 +292,12 @@ impl Access {
         while day.recon.front().is_some_and(|(t, _)| t.0 < a.time.0 - window) {
             day.recon.pop_front();
         }
-        let mut objects: Vec<&str> = day.recon.iter().map(|(_, o)| o.as_str()).collect();
-        objects.sort_unstable_by_key(|o| o.to_ascii_lowercase());
-        objects.dedup_by(|x, y| x.eq_ignore_ascii_case(y));
-        let listed = day.sobjects_at.filter(|t| t.0 >= a.time.0 - window);
-        if objects.len() >= cfg.recon_min_objects {
-            found.push((
-                ActivityFactor::ReconQueryPattern,
-                format!(
-                    "{} SELECT COUNT() queries on distinct objects within {} min: {}",
-                    objects.len(),
-                    cfg.recon_window_minutes,
-                    objects.join(", ")
-                ),
-            ));
-        } else if listed.is_some() && !objects.is_empty() {
-            found.push((
-                ActivityFactor::ReconQueryPattern,
-                format!(
-                    "global sobjects list and SELECT COUNT() on {} within {} min",
-                    objects.join(", "),
-                    cfg.recon_window_minutes
-                ),
-            ));
+        if new(ActivityFactor::ReconQueryPattern) {
+            if let Some(f) = recon(&day.recon, day.sobjects_at.filter(|t| t.0 >= a.time.0 - window), cfg) {
+                found.push((ActivityFactor::ReconQueryPattern, f));
+            }
         }
-        if sensitive_now && !day.factors.iter().any(|(f, _)| *f == ActivityFactor::SensitiveObjects) {
+        if sensitive_now && new(ActivityFactor::SensitiveObjects) {
             let read = if raised { &own.sensitive_entities } else { &day.pending.sensitive_entities };
             found.push((ActivityFactor::SensitiveObjects, format!("read {}", read.join(", "))));
         }
@@ -322,7 +305,7 @@ impl Access {
             let history = today - pair.first_day;
             let quiet = i64::from(cfg.bulk_quiet_days);
             let recent = pair.bulk_days.iter().any(|&b| b < today && b >= today - quiet);
-            if history < quiet || !recent {
+            if (history < quiet || !recent) && new(ActivityFactor::BulkExport) {
                 let what = if completed { "Bulk API query job completed" } else { "Bulk API results downloaded" };
                 let why = if history < quiet {
                     format!("the pair has {history} day(s) of history")
@@ -349,7 +332,7 @@ impl Access {
                 pair.completed.pop_front();
             }
         }
-        if let (true, Some(job)) = (deleted, job) {
+        if let (true, Some(job), true) = (deleted, job, new(ActivityFactor::BulkJobDeletedQuickly)) {
             let within = i64::from(cfg.bulk_delete_within_seconds) * 1000;
             if let Some((_, at)) = pair.completed.iter().find(|(j, _)| &**j == job) {
                 let after = a.time.0 - at.0;
@@ -362,19 +345,19 @@ impl Access {
             }
         }
         day.rows += rows_now;
-        if day.rows >= day.row_threshold && rows_now > 0 {
+        if day.rows >= day.row_threshold && rows_now > 0 && new(ActivityFactor::HighRowVolume) {
             found.push((
                 ActivityFactor::HighRowVolume,
                 format!("{} rows read in the UTC day ({})", day.rows, day.baseline),
             ));
         }
-        if let Some(ua) = a.user_agent.as_deref() {
+        if let (Some(ua), true) = (a.user_agent.as_deref(), new(ActivityFactor::IocUserAgent)) {
             let lower = ua.to_ascii_lowercase();
             if let Some((_, ioc)) = self.ioc_agents.iter().find(|(l, _)| lower.contains(l.as_str())) {
                 found.push((ActivityFactor::IocUserAgent, format!("user agent '{ua}' matches IOC '{ioc}'")));
             }
         }
-        if let (Some(ip), Some(grant_ip)) = (ip, s.ip.as_deref()) {
+        if let (Some(ip), Some(grant_ip), true) = (ip, s.ip.as_deref(), new(ActivityFactor::ActivityIpDiffers)) {
             if ip != grant_ip {
                 found.push((
                     ActivityFactor::ActivityIpDiffers,
@@ -382,7 +365,7 @@ impl Access {
                 ));
             }
         }
-        if kind == Some(RecordKind::ApiAnomalyEvent) {
+        if kind == Some(RecordKind::ApiAnomalyEvent) && new(ActivityFactor::ShieldAnomaly) {
             if let Some(score) = a.score.filter(|x| *x >= cfg.anomaly_score) {
                 found.push((
                     ActivityFactor::ShieldAnomaly,
@@ -445,6 +428,23 @@ impl Access {
         };
         day.pending_first = None;
         Some(obs)
+    }
+}
+
+/// The detail of `recon_query_pattern` when the COUNT() queries of the
+/// window (`counts`) and a global object list within it (`listed`) show it.
+fn recon(counts: &VecDeque<(EventTime, String)>, listed: Option<EventTime>, cfg: &ActivityConfig) -> Option<String> {
+    let mut objects: Vec<&str> = counts.iter().map(|(_, o)| o.as_str()).collect();
+    objects.sort_unstable_by_key(|o| o.to_ascii_lowercase());
+    objects.dedup_by(|x, y| x.eq_ignore_ascii_case(y));
+    let minutes = cfg.recon_window_minutes;
+    if objects.len() >= cfg.recon_min_objects {
+        let n = objects.len();
+        Some(format!("{n} SELECT COUNT() queries on distinct objects within {minutes} min: {}", objects.join(", ")))
+    } else if listed.is_some() && !objects.is_empty() {
+        Some(format!("global sobjects list and SELECT COUNT() on {} within {minutes} min", objects.join(", ")))
+    } else {
+        None
     }
 }
 

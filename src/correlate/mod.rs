@@ -35,7 +35,7 @@ mod setup;
 
 use crate::config::CorrelateConfig;
 use crate::enrich::Enrichment;
-use crate::event::ip::parse_ip;
+use crate::event::ip::{parse_ip, usable_ip};
 use crate::event::{
     key, profile_key, user_key, AccessObservation, Activity, ActivityFactor, EventTime, FailedBurst, GrantObservation,
     IpRange, IpVerdict, Login, NormalizedEvent, Observation, SfId, UserRef,
@@ -151,19 +151,21 @@ impl Correlator {
         self.enrichment = e;
     }
 
-    /// Remembers the ASN of `ip` for (user, app); the detail of `new_asn`
-    /// when the pair had ASN history and this ASN is not in it.
-    /// `names` are the user and app as the detail shows them.
+    /// Remembers the ASN of `ip` for (user, app) in `asns`; the detail of
+    /// `new_asn` when the pair had ASN history and this ASN is not in it,
+    /// and the ASN's label. `names` are the user and app as the detail shows
+    /// them. A function of the two fields it uses, so a caller can hold a
+    /// session borrowed meanwhile.
     fn note_asn(
-        &mut self,
-        user: &str,
-        app: &str,
+        asns: &mut LruCache<(Box<str>, Box<str>), Vec<u32>>,
+        enrichment: &Enrichment,
+        (user, app): (&str, &str),
         ip: Option<&str>,
         names: (&str, &str),
     ) -> (Option<String>, Option<String>) {
-        let Some(asn) = ip.and_then(|ip| self.enrichment.asn(ip)) else { return (None, None) };
+        let Some(asn) = ip.and_then(|ip| enrichment.asn(ip)) else { return (None, None) };
         let label = format!("AS{} {}", asn.number, asn.org);
-        let seen = self.asns.get_or_insert_mut((user.into(), app.into()), Vec::new);
+        let seen = asns.get_or_insert_mut((user.into(), app.into()), Vec::new);
         if seen.contains(&asn.number) {
             return (None, Some(label));
         }
@@ -279,10 +281,9 @@ impl Correlator {
             .or_else(|| model.privileges.resolve(&UserRef { id: None, name: a.username.as_deref().map(Into::into) }));
         let username =
             a.username.as_deref().map(str::to_string).or_else(|| user_id.and_then(|id| model.privileges.username(id)));
-        let (user, app, app_name) = (s.user.clone(), s.app.clone().unwrap_or_default(), s.app_name.clone());
         // What the reference data says about this record.
         let mut found = Vec::new();
-        let ip = a.source_ip.as_deref().filter(|ip| !ip.eq_ignore_ascii_case("Salesforce.com IP"));
+        let ip = usable_ip(a.source_ip.as_deref());
         if let Some(why) = ip.and_then(|ip| self.enrichment.anonymizing(ip, a.time)) {
             found.push((ActivityFactor::AnonymizingSourceIp, why));
         }
@@ -291,18 +292,18 @@ impl Correlator {
                 found.push((ActivityFactor::IocUserAgent, format!("user agent '{ua}' matches IOC: {note}")));
             }
         }
-        let names = (username.as_deref().unwrap_or(&user), app_name.as_deref().unwrap_or("unknown"));
-        let (new_asn, asn) = self.note_asn(&user, &app, ip, names);
+        let pair = (&*s.user, s.app.as_deref().unwrap_or_default());
+        let names = (username.as_deref().unwrap_or(&s.user), s.app_name.as_deref().unwrap_or("unknown"));
+        let (new_asn, asn) = Self::note_asn(&mut self.asns, &self.enrichment, pair, ip, names);
         if let Some(n) = new_asn {
             found.push((ActivityFactor::NewAsn, n));
         }
-        let s = self.sessions.get(session)?;
         let grant = Grant {
             session: s,
             how,
             user_id,
             username: username.as_deref(),
-            app_name: app_name.as_deref(),
+            app_name: s.app_name.as_deref(),
             found,
             asn,
         };
@@ -345,20 +346,24 @@ impl Correlator {
         let escalation = user_id.and_then(|id| model.privileges.escalation(id, l.time, self.cfg.escalation_window_ms));
         let username =
             l.username.as_deref().map(str::to_string).or_else(|| user_id.and_then(|id| model.privileges.username(id)));
-        let flow_change = model.flow_change(&app_key(l.app.as_deref()), l.time, self.cfg.flow_enabled_window_ms);
         let app = app_key(l.app.as_deref());
+        let flow_change = model.flow_change(&app, l.time, self.cfg.flow_enabled_window_ms);
         let ip = self.ip_verdict(l, user_id, username.as_deref(), &app, false);
         let new_ip = self.remember_ip(&principal, &app, l);
         let anonymizing = l.source_ip.as_deref().and_then(|ip| self.enrichment.anonymizing(ip, l.time));
-        let new_asn = match user_key(user_id.as_ref(), username.as_deref()) {
+        let (new_asn, session) = match user_key(user_id.as_ref(), username.as_deref()) {
             Some(user) => {
                 let names = (username.as_deref().unwrap_or(&user), l.app.as_deref().unwrap_or("unknown"));
-                self.note_asn(&user, &app, l.source_ip.as_deref(), names).0
+                let (new_asn, _) =
+                    Self::note_asn(&mut self.asns, &self.enrichment, (&user, &app), l.source_ip.as_deref(), names);
+                let keys = &l.keys;
+                (
+                    new_asn,
+                    Some(self.sessions.open(l.time, l.org_id, &user, l.app.as_deref(), l.source_ip.as_deref(), keys)),
+                )
             }
-            None => None,
+            None => (None, None),
         };
-        let session = user_key(user_id.as_ref(), username.as_deref())
-            .map(|user| self.sessions.open(l.time, l.org_id, &user, l.app.as_deref(), l.source_ip.as_deref(), &l.keys));
         let failed_burst = self.failures.get_mut(&principal).and_then(|q| {
             while q.front().is_some_and(|t| t.0 < l.time.0 - window) {
                 q.pop_front();

@@ -22,6 +22,7 @@
 //! request ids and waiting activity; every eviction is counted. Pure and
 //! synchronous, driven by event time only.
 
+use crate::event::ip::usable_ip;
 use crate::event::{key, Activity, EventTime, GrantKeys, SfId};
 use lru::LruCache;
 use std::collections::{HashMap, VecDeque};
@@ -128,10 +129,6 @@ fn id15(s: &str) -> &str {
 /// LoginHistoryId (first 15 characters).
 fn key_values(keys: &GrantKeys) -> [Option<&str>; 3] {
     [keys.login_key.as_deref(), keys.session_key.as_deref(), keys.login_history_id.as_deref().map(id15)]
-}
-
-fn usable_ip(ip: Option<&str>) -> Option<&str> {
-    ip.map(str::trim).filter(|i| !i.is_empty() && !i.eq_ignore_ascii_case("Salesforce.com IP"))
 }
 
 impl Sessions {

@@ -23,6 +23,12 @@ fn key(ip: IpAddr) -> (u8, u128) {
     }
 }
 
+/// A source IP as written, trimmed, unless blank or `Salesforce.com IP` (a
+/// call from inside Salesforce, which names no address to match).
+pub fn usable_ip(ip: Option<&str>) -> Option<&str> {
+    ip.map(str::trim).filter(|i| !i.is_empty() && !i.eq_ignore_ascii_case("Salesforce.com IP"))
+}
+
 /// Parses a source IP as Salesforce records it (trimmed; `Salesforce.com IP` and
 /// other non-addresses give `None`).
 pub fn parse_ip(s: &str) -> Option<IpAddr> {
