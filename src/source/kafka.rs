@@ -206,6 +206,21 @@ impl Context {
         from
     }
 
+    /// Before `tpl` is assigned: reads its committed offsets, rewinds it for
+    /// warm-up, and says where each partition resumes.
+    fn prepare<C: Consumer<Context>>(&self, c: &C, tpl: &mut TopicPartitionList) -> Vec<Assigned> {
+        let committed = committed(c, tpl, &self.topic);
+        let from = self.rewind(c, tpl, &committed);
+        self.partitions(tpl)
+            .into_iter()
+            .map(|p| Assigned {
+                partition: p,
+                committed: committed.get(&p).copied(),
+                warmup_from: from.get(&p).copied(),
+            })
+            .collect()
+    }
+
     fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
         tpl.elements().iter().filter(|e| e.topic() == self.topic).map(|e| e.partition()).collect()
     }
@@ -265,22 +280,12 @@ impl ConsumerContext for Context {
         let cooperative = matches!(c.rebalance_protocol(), RebalanceProtocol::Cooperative);
         let change = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let committed = committed(c, tpl, &self.topic);
-                let from = self.rewind(c, tpl, &committed);
+                let assigned = self.prepare(c, tpl);
                 let done = if cooperative { c.incremental_assign(tpl) } else { c.assign(tpl) };
                 if let Err(e) = done {
                     tracing::error!(error = %e, "Cannot take the assigned partitions.");
                 }
-                Assignment::Assigned(
-                    self.partitions(tpl)
-                        .into_iter()
-                        .map(|p| Assigned {
-                            partition: p,
-                            committed: committed.get(&p).copied(),
-                            warmup_from: from.get(&p).copied(),
-                        })
-                        .collect(),
-                )
+                Assignment::Assigned(assigned)
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let done = if cooperative { c.incremental_unassign(tpl) } else { c.unassign() };
@@ -396,19 +401,17 @@ pub fn mirror_assign(c: &LiveConsumer, partitions: &[i32]) -> Vec<Assigned> {
     for &p in partitions {
         tpl.add_partition(&ctx.topic, p);
     }
-    let committed = committed(c, &tpl, &ctx.topic);
-    for &p in partitions {
-        let start = committed.get(&p).map_or(Offset::Invalid, |&o| Offset::Offset(o));
-        let _ = tpl.set_partition_offset(&ctx.topic, p, start);
+    let assigned = ctx.prepare(c, &mut tpl);
+    // Not a group member: the start offsets are given, not left to the group.
+    for a in assigned.iter().filter(|a| a.warmup_from.is_none()) {
+        if let Some(o) = a.committed {
+            let _ = tpl.set_partition_offset(&ctx.topic, a.partition, Offset::Offset(o));
+        }
     }
-    let from = ctx.rewind(c, &mut tpl, &committed);
     if let Err(e) = c.incremental_assign(&tpl) {
         tracing::error!(error = %e, "Cannot take the activity partitions.");
     }
-    partitions
-        .iter()
-        .map(|&p| Assigned { partition: p, committed: committed.get(&p).copied(), warmup_from: from.get(&p).copied() })
-        .collect()
+    assigned
 }
 
 /// Releases the activity partitions mirroring revoked login partitions.
