@@ -181,15 +181,6 @@ impl Enrichment {
         Ok(())
     }
 
-    /// Whether the file of `kind` is loaded (its factors can apply).
-    pub fn has(&self, kind: FileKind) -> bool {
-        match kind {
-            FileKind::TorExitList => self.tor.is_some(),
-            FileKind::IocFile => self.iocs.is_some(),
-            FileKind::AsnDb => self.asn.is_some(),
-        }
-    }
-
     /// One line for the summary: what is loaded and which factors are off.
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();

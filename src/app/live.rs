@@ -812,8 +812,8 @@ impl Run {
         };
         let activity = match &k.activity_topic {
             Some(t) => {
-                let logins = kafka::partition_count(&login, "login", &k.login_topic)?;
-                let own = kafka::partition_count(&login, "activity", t)?;
+                let logins = kafka::partitions_of(&login, "login", &k.login_topic)?.len();
+                let own = kafka::partitions_of(&login, "activity", t)?.len();
                 if own != logins {
                     anyhow::bail!(
                         "activity topic {t} has {own} partitions and login topic {} has {logins}: they must match, keyed by user id alike, so a user's grants and activity meet on one instance",

@@ -426,11 +426,6 @@ pub fn mirror_revoke(c: &LiveConsumer, partitions: &[i32]) {
     }
 }
 
-/// The number of partitions of `topic` (0 when it does not exist).
-pub fn partition_count(c: &LiveConsumer, what: &str, topic: &str) -> anyhow::Result<usize> {
-    Ok(partitions_of(c, what, topic)?.len())
-}
-
 /// The audit consumer: every partition, from the beginning, never committed.
 pub fn audit_consumer(k: &KafkaConfig, topic: &str, metrics: Arc<Metrics>) -> anyhow::Result<(LiveConsumer, Vec<i32>)> {
     let consumer: LiveConsumer = consumer_config(k)
@@ -469,7 +464,7 @@ pub fn check_topics(c: &LiveConsumer, topics: &[(String, String)]) -> anyhow::Re
 
 /// The partitions the broker reports for `topic`; none when it does not
 /// exist. `what` names the topic's role in the error.
-fn partitions_of(c: &LiveConsumer, what: &str, topic: &str) -> anyhow::Result<Vec<i32>> {
+pub fn partitions_of(c: &LiveConsumer, what: &str, topic: &str) -> anyhow::Result<Vec<i32>> {
     let md = c
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(|e| anyhow::anyhow!("cannot read metadata of {what} topic {topic}: {e}"))?;
