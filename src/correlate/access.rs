@@ -39,8 +39,9 @@ use crate::event::time::MS_PER_MINUTE;
 use crate::event::{
     add_item, AccessObservation, Activity, ActivityFactor, ActivitySummary, EventTime, RecordKind, SfId,
 };
+use hashbrown::HashSet;
 use lru::LruCache;
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::num::NonZeroUsize;
 
 use super::sessions::{Attribution, Session};
@@ -160,7 +161,9 @@ pub struct Access {
     sensitive: Vec<String>,
     /// (lowercased, as configured).
     ioc_agents: Vec<(String, String)>,
-    pairs: LruCache<(Box<str>, Box<str>), Pair>,
+    /// (user key, U+001F, app key) → the pair's activity.
+    pairs: LruCache<Box<str>, Pair>,
+    key: String,
     pub evictions: u64,
 }
 
@@ -176,6 +179,7 @@ impl Access {
                 .collect(),
             pairs: LruCache::new(NonZeroUsize::new(cfg.max_pairs).unwrap_or(NonZeroUsize::MIN)),
             cfg: cfg.clone(),
+            key: String::new(),
             evictions: 0,
         }
     }
@@ -187,13 +191,22 @@ impl Access {
     /// Folds one attributed record in; reports once the day has a trigger.
     pub fn observe(&mut self, a: &Activity, g: Grant<'_>) -> Option<AccessObservation> {
         let s = g.session;
-        let pair_key: (Box<str>, Box<str>) = (s.user.clone(), s.app.clone().unwrap_or_default());
-        if !self.pairs.contains(&pair_key) && self.pairs.len() == self.pairs.cap().get() {
-            self.evictions += 1;
-        }
         let today = a.time.utc_day();
+        // The pair's key is looked up through a reused buffer: this runs for
+        // every attributed record.
+        let key = &mut self.key;
+        key.clear();
+        key.push_str(&s.user);
+        key.push('\u{1f}');
+        key.push_str(s.app.as_deref().unwrap_or_default());
+        if !self.pairs.contains(key.as_str()) {
+            if self.pairs.len() == self.pairs.cap().get() {
+                self.evictions += 1;
+            }
+            self.pairs.put(key.as_str().into(), Pair { first_day: today, ..Pair::default() });
+        }
         let cfg = &self.cfg;
-        let pair = self.pairs.get_or_insert_mut(pair_key, || Pair { first_day: today, ..Pair::default() });
+        let pair = self.pairs.get_mut(key.as_str()).expect("just put");
         roll_day(pair, today, cfg);
         let day = pair.day.as_mut().expect("rolled");
 
@@ -253,7 +266,8 @@ impl Access {
             }
         }
         let bulk = matches!(kind, Some(RecordKind::ElfBulkApi2 | RecordKind::ElfBulkApiRequest));
-        let bulk_query = !contains_ci(a.operation.as_deref(), "insert")
+        let bulk_query = bulk
+            && !contains_ci(a.operation.as_deref(), "insert")
             && !contains_ci(a.operation.as_deref(), "update")
             && !contains_ci(a.operation.as_deref(), "delete");
         // `JobComplete` (not `UploadComplete`, the step before processing).

@@ -11,7 +11,8 @@
 use crate::event::{
     key, profile_key, AuditChange, Escalation, EventTime, Inventory, IpRange, PermGrant, Perms, SfId, UserRef,
 };
-use std::collections::{BTreeSet, HashMap};
+use hashbrown::HashMap;
+use std::collections::BTreeSet;
 
 #[derive(Debug, Default, Clone)]
 struct UserState {

@@ -24,8 +24,9 @@
 
 use crate::event::ip::usable_ip;
 use crate::event::{key, Activity, EventTime, GrantKeys, SfId};
+use hashbrown::HashMap;
 use lru::LruCache;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::num::NonZeroUsize;
 
 /// How an activity record was tied to its grant.

@@ -25,7 +25,8 @@ use crate::config::CorrelateConfig;
 use crate::event::{
     key, Audit, AuditChange, EnablementObservation, EventTime, FlowChange, NormalizedEvent, Observation, UserRef,
 };
-use std::collections::{HashMap, VecDeque};
+use hashbrown::HashMap;
+use std::collections::VecDeque;
 
 /// Records between two snapshots of the model.
 const SNAPSHOT_EVERY: usize = 256;

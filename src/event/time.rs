@@ -60,7 +60,16 @@ impl EventTime {
         // Every grant's alert id holds its day: computed by hand, not through
         // chrono's strftime machinery.
         let (y, m, d) = civil_from_days(self.utc_day());
-        format!("{y:04}-{m:02}-{d:02}")
+        let digit = |n: i64| char::from(b'0' + (n % 10) as u8);
+        let mut s = String::with_capacity(10);
+        for x in [y / 1000, y / 100, y / 10, y] {
+            s.push(digit(x));
+        }
+        s.push('-');
+        s.extend([digit(m / 10), digit(m)]);
+        s.push('-');
+        s.extend([digit(d / 10), digit(d)]);
+        s
     }
 
     pub fn plus(self, ms: i64) -> EventTime {

@@ -15,8 +15,9 @@
 
 use crate::event::time::MS_PER_HOUR;
 use crate::event::{Alert, Emit, EmitKind, EventTime, Factor};
+use hashbrown::HashMap;
 use lru::LruCache;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::num::NonZeroUsize;
 
 struct Open {

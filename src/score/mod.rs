@@ -16,10 +16,10 @@ use crate::event::{
     AccessObservation, ActivityFactor, Alert, EnablementObservation, EventTime, Factor, GrantObservation, IpVerdict,
     Observation, PermGrant, Rule, Severity, SfId,
 };
+use hashbrown::HashMap;
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 /// ATT&CK techniques: valid cloud accounts, stolen application access tokens,
 /// use of application access tokens.
