@@ -21,15 +21,17 @@ build:
 
 ## Every test: unit, decoder-on-real-samples, property, golden replay, CLI,
 ## live mode on librdkafka's mock cluster and on a real broker (Tansu, started
-## by scripts/test-broker.sh, installed on first use).
+## by scripts/test-broker.sh, installed on first use), and the operations files
+## checked by real tools: a Prometheus server, promtool rule tests, systemd-analyze,
+## the OCSF and Kubernetes schemas (scripts/test-tools.sh installs them).
 test:
-	scripts/test-broker.sh $(CARGO) test --locked --all-targets --features kafka-integration-tests --no-fail-fast
+	scripts/test-tools.sh scripts/test-broker.sh $(CARGO) test --locked --all-targets --features kafka-integration-tests,external-tool-tests --no-fail-fast
 
 ## Formatting and lints, as CI enforces them.
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
-	$(CARGO) clippy --locked --all-targets --features kafka-integration-tests -- -D warnings
+	$(CARGO) clippy --locked --all-targets --features kafka-integration-tests,external-tool-tests -- -D warnings
 
 check: lint test
 

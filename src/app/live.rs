@@ -601,12 +601,20 @@ impl Live {
         m.state_pairs.set(c.pairs_tracked() as i64);
         m.state_ips.set(c.ips_tracked() as i64);
         let stats = c.stats();
-        m.state_evictions.with_label_values(&["pairs"]).set(stats.pair_evictions as i64);
-        m.state_evictions.with_label_values(&["ips"]).set(stats.ip_evictions as i64);
-        m.state_evictions.with_label_values(&["failure_users"]).set(stats.failure_evictions as i64);
-        m.state_evictions.with_label_values(&["setup_records"]).set(stats.setup_evictions as i64);
         m.sessions_open.set(stats.sessions_open as i64);
         let (a, seen) = (stats.sessions, &mut self.seen.correlate);
+        let evictions = [
+            ("pairs", stats.pair_evictions, &mut seen.pair_evictions),
+            ("ips", stats.ip_evictions, &mut seen.ip_evictions),
+            ("failure_users", stats.failure_evictions, &mut seen.failure_evictions),
+            ("setup_records", stats.setup_evictions, &mut seen.setup_evictions),
+            ("sessions", a.evicted_sessions, &mut seen.sessions.evicted_sessions),
+            ("activity_waiting", a.evicted_waiting, &mut seen.sessions.evicted_waiting),
+            ("activity_pairs", stats.activity_evictions, &mut seen.activity_evictions),
+        ];
+        for (kind, now, seen) in evictions {
+            count_up(&m.state_evictions.with_label_values(&[kind]), now, seen);
+        }
         count_up(&m.late_setup_records, stats.late_setup_records, &mut seen.late_setup_records);
         count_up(&m.activity_attributed.with_label_values(&["key"]), a.by_key, &mut seen.sessions.by_key);
         count_up(&m.activity_attributed.with_label_values(&["request"]), a.by_request, &mut seen.sessions.by_request);
@@ -770,6 +778,20 @@ impl Run {
         };
         let sinks =
             cfg.live.sinks.iter().map(|s| Sink::new(s, producer.as_ref())).collect::<anyhow::Result<Vec<_>>>()?;
+        let mut sink_names: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
+        if k.dead_letter_topic.is_some() {
+            sink_names.push("dead_letter");
+        }
+        if cfg.live.alert_dead_letter.is_some() {
+            sink_names.push("alert_dead_letter");
+        }
+        let (configured, dead_letter_sinks) = sink_names.split_at(sinks.len());
+        metrics.preset(
+            configured,
+            &crate::sink::live::Refusal::ALL.map(|r| r.label()),
+            &crate::decode::RejectReason::ALL.map(|r| r.label()),
+        );
+        metrics.preset(dead_letter_sinks, &[], &[]);
         let dead_letters = match (&k.dead_letter_topic, &producer) {
             (Some(t), Some(p)) => Some(DeadLetters::new(p.clone(), t.clone(), k.producer_message_max_bytes())),
             _ => None,

@@ -47,6 +47,20 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    pub const ALL: [RejectReason; 11] = [
+        RejectReason::InvalidUtf8,
+        RejectReason::InvalidJson,
+        RejectReason::InvalidCsv,
+        RejectReason::MissingField,
+        RejectReason::BadTimestamp,
+        RejectReason::UnknownShape,
+        RejectReason::UnsupportedType,
+        RejectReason::RecordTooLarge,
+        RejectReason::ReadError,
+        RejectReason::CsvWithoutHeader,
+        RejectReason::NotARegularFile,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             RejectReason::InvalidUtf8 => "invalid_utf8",

@@ -109,6 +109,8 @@ pub enum GrantClass {
 }
 
 impl GrantClass {
+    pub const ALL: [GrantClass; 3] = [GrantClass::ClientCredentials, GrantClass::Unclassified, GrantClass::Other];
+
     pub fn label(self) -> &'static str {
         match self {
             GrantClass::ClientCredentials => "client_credentials",
@@ -660,6 +662,9 @@ pub enum Rule {
 }
 
 impl Rule {
+    pub const ALL: [Rule; 3] =
+        [Rule::ClientCredentialsGrant, Rule::ClientCredentialsEnabled, Rule::ClientCredentialsDataAccess];
+
     pub fn id(self) -> &'static str {
         match self {
             Rule::ClientCredentialsGrant => "client_credentials_grant",

@@ -119,7 +119,10 @@ pub fn spawn_lag_watch(
                         None
                     };
                     let (pos, lag) = partition_lag(low, high, position, committed);
-                    metrics.consumer_lag.with_label_values(&[topic, &p.to_string()]).set(lag);
+                    let partition = p.to_string();
+                    metrics.consumer_lag.with_label_values(&[topic, &partition]).set(lag);
+                    // Exported at 0 until the partition stalls.
+                    metrics.partition_stalled.with_label_values(&[topic, &partition]);
                     if let Some(stalled) = stalls.observe(topic, p, pos, lag, now) {
                         let for_secs = stalls.idle_for(topic, p, now).as_secs();
                         PartitionStalled { topic, partition: p, lag, stalled, for_secs }.emit(&metrics);

@@ -2,11 +2,21 @@
 //! `prometheus::Registry` (never the global one), so tests can read values in
 //! isolation and two pipelines in one process never collide.
 //!
-//! Names are `ccwatch_<what>_<unit>`; counters end in `_total`.
+//! Names are `ccwatch_<what>_<unit>`; counters end in `_total`. Every
+//! counter whose label values are known in advance is exported at 0 from
+//! start-up (rule × severity, grant class × outcome, alert line kinds,
+//! eviction kinds; sinks and reject reasons through `preset`), so a first
+//! increment is an `increase()` Prometheus can see. `ccwatch_build_info` and
+//! the standard `process_*` metrics are registered too.
 
+use crate::event::{GrantClass, Rule, Severity};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+/// Kinds of `ccwatch_state_evictions_total`.
+pub const EVICTION_KINDS: [&str; 7] =
+    ["pairs", "ips", "failure_users", "setup_records", "sessions", "activity_waiting", "activity_pairs"];
 
 pub struct Metrics {
     pub registry: Registry,
@@ -51,8 +61,10 @@ pub struct Metrics {
     pub state_users: IntGauge,
     pub state_pairs: IntGauge,
     pub state_ips: IntGauge,
-    /// Evictions from bounded state, by kind (pairs, ips, failure_users).
-    pub state_evictions: IntGaugeVec,
+    /// Evictions from bounded state, by kind (`EVICTION_KINDS`).
+    pub state_evictions: IntCounterVec,
+    /// 1, labelled with the version.
+    pub build_info: IntGaugeVec,
     pub event_time_watermark: IntGauge,
     pub audit_caught_up: IntGauge,
     /// Setup-audit records deleted before this instance started.
@@ -111,6 +123,14 @@ fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeV
     g
 }
 
+/// Creates each listed label set at 0.
+fn preset(c: IntCounterVec, label_sets: &[Vec<&str>]) -> IntCounterVec {
+    for l in label_sets {
+        c.with_label_values(l);
+    }
+    c
+}
+
 fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
     let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric");
     r.register(Box::new(h.clone())).expect("unique metric");
@@ -152,23 +172,35 @@ impl Metrics {
                 "Records that could not be decoded, by reason.",
                 &["reason"],
             ),
-            grants: counter_vec(
-                &r,
-                "ccwatch_grants_total",
-                "Login records classified, by grant class and outcome.",
-                &["class", "outcome"],
+            grants: preset(
+                counter_vec(
+                    &r,
+                    "ccwatch_grants_total",
+                    "Login records classified, by grant class and outcome.",
+                    &["class", "outcome"],
+                ),
+                &GrantClass::ALL
+                    .iter()
+                    .flat_map(|c| ["success", "failure"].map(|o| vec![c.label(), o]))
+                    .collect::<Vec<_>>(),
             ),
-            alerts_raised: counter_vec(
-                &r,
-                "ccwatch_alerts_raised_total",
-                "New alerts, by rule and severity.",
-                &["rule", "severity"],
+            alerts_raised: preset(
+                counter_vec(
+                    &r,
+                    "ccwatch_alerts_raised_total",
+                    "New alerts, by rule and severity.",
+                    &["rule", "severity"],
+                ),
+                &Rule::ALL.iter().flat_map(|r| Severity::ALL.map(|s| vec![r.id(), s.label()])).collect::<Vec<_>>(),
             ),
-            alert_updates: counter_vec(
-                &r,
-                "ccwatch_alert_lines_total",
-                "Alert lines emitted (raised, score_rose, closed).",
-                &["kind"],
+            alert_updates: preset(
+                counter_vec(
+                    &r,
+                    "ccwatch_alert_lines_total",
+                    "Alert lines emitted (raised, score_rose, closed).",
+                    &["kind"],
+                ),
+                &[vec!["raised"], vec!["score_rose"], vec!["closed"]],
             ),
             sink_deliveries: counter_vec(
                 &r,
@@ -255,12 +287,26 @@ impl Metrics {
             state_users: gauge(&r, "ccwatch_state_users", "Users whose privileges are tracked."),
             state_pairs: gauge(&r, "ccwatch_state_pairs", "(user, app) pairs with source-IP history."),
             state_ips: gauge(&r, "ccwatch_state_ips", "Source IPs remembered across all pairs."),
-            state_evictions: gauge_vec(
-                &r,
-                "ccwatch_state_evictions",
-                "Entries evicted from bounded state since start, by kind.",
-                &["kind"],
+            state_evictions: preset(
+                counter_vec(
+                    &r,
+                    "ccwatch_state_evictions_total",
+                    "Entries evicted from bounded state, by kind.",
+                    &["kind"],
+                ),
+                &EVICTION_KINDS.map(|k| vec![k]),
             ),
+            build_info: {
+                let g = gauge_vec(
+                    &r,
+                    "ccwatch_build_info",
+                    "1, labelled with ccwatch's version and build profile.",
+                    &["version", "profile"],
+                );
+                let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+                g.with_label_values(&[env!("CARGO_PKG_VERSION"), profile]).set(1);
+                g
+            },
             event_time_watermark: gauge(
                 &r,
                 "ccwatch_event_time_watermark_seconds",
@@ -375,6 +421,36 @@ impl Metrics {
             ),
             registry: r,
         }
+        .with_process_metrics()
+    }
+
+    /// Registers the standard `process_*` metrics (CPU, memory, open file
+    /// descriptors, start time) where the platform has them.
+    fn with_process_metrics(self) -> Metrics {
+        #[cfg(target_os = "linux")]
+        {
+            let pc = prometheus::process_collector::ProcessCollector::for_self();
+            self.registry.register(Box::new(pc)).expect("unique metric");
+        }
+        self
+    }
+
+    /// Exports at 0 the counters of each configured sink (deliveries,
+    /// failures, retries, and refusals by reason) and of each reject reason
+    /// (rejects, dead letters), which only the caller knows.
+    pub fn preset(&self, sinks: &[&str], refusals: &[&str], reject_reasons: &[&str]) {
+        for s in sinks {
+            self.sink_deliveries.with_label_values(&[s]);
+            self.sink_failures.with_label_values(&[s]);
+            self.sink_retries.with_label_values(&[s]);
+            for r in refusals {
+                self.sink_dead_letters.with_label_values(&[s, r]);
+            }
+        }
+        for r in reject_reasons {
+            self.records_rejected.with_label_values(&[r]);
+            self.dead_letters.with_label_values(&[r]);
+        }
     }
 
     /// The text exposition format.
@@ -383,5 +459,47 @@ impl Metrics {
         // Encoding gathered families into a Vec cannot fail.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A counter that first appears at 1 is invisible to `increase()`: every
+    /// label set known in advance is exported at 0 before anything happens.
+    #[test]
+    fn known_label_sets_are_exported_at_zero_from_start_up() {
+        let m = Metrics::new();
+        m.preset(&["soar"], &["http_4xx"], &["invalid_json"]);
+        let text = m.render();
+        for line in [
+            r#"ccwatch_alerts_raised_total{rule="client_credentials_grant",severity="critical"} 0"#,
+            r#"ccwatch_alerts_raised_total{rule="client_credentials_data_access",severity="low"} 0"#,
+            r#"ccwatch_grants_total{class="client_credentials",outcome="failure"} 0"#,
+            r#"ccwatch_alert_lines_total{kind="closed"} 0"#,
+            r#"ccwatch_state_evictions_total{kind="sessions"} 0"#,
+            r#"ccwatch_sink_failures_total{sink="soar"} 0"#,
+            r#"ccwatch_sink_deliveries_total{sink="soar"} 0"#,
+            r#"ccwatch_sink_dead_letters_total{reason="http_4xx",sink="soar"} 0"#,
+            r#"ccwatch_records_rejected_total{reason="invalid_json"} 0"#,
+            r#"ccwatch_dead_letters_total{reason="invalid_json"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}");
+        }
+        assert!(text.contains(&format!(
+            "ccwatch_build_info{{profile=\"{}\",version=\"{}\"}} 1",
+            if cfg!(debug_assertions) { "debug" } else { "release" },
+            env!("CARGO_PKG_VERSION")
+        )));
+        #[cfg(target_os = "linux")]
+        for name in ["process_start_time_seconds", "process_resident_memory_bytes", "process_cpu_seconds_total"] {
+            assert!(text.lines().any(|l| l.starts_with(name)), "missing {name}");
+        }
+        // Counters that only rise are counters named _total.
+        for l in text.lines().filter(|l| l.starts_with("# TYPE ccwatch_")) {
+            let (name, kind) = l["# TYPE ".len()..].split_once(' ').unwrap();
+            assert_eq!(kind == "counter", name.ends_with("_total"), "{l}");
+        }
     }
 }
