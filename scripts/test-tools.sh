@@ -8,10 +8,13 @@
 # - systemd-analyze (package `systemd`), for the unit file;
 # - a Python venv in target/test-venv with Prowler's py-ocsf-models, the
 #   official OCSF schemas (ocsf-json-schema) with jsonschema, and
-#   kubernetes-validate (Kubernetes' OpenAPI schemas, offline) with PyYAML.
+#   kubernetes-validate (Kubernetes' OpenAPI schemas, offline) with PyYAML;
+# - Elastic's ECS 8.11 field list, from the npm package @elastic/ecs@8.11.1,
+#   flattened to JSON by node.
 #
 # Exports CCWATCH_TEST_PROMETHEUS, CCWATCH_TEST_PROMTOOL,
-# CCWATCH_TEST_SYSTEMD_ANALYZE and CCWATCH_TEST_PYTHON, then runs the command.
+# CCWATCH_TEST_SYSTEMD_ANALYZE, CCWATCH_TEST_PYTHON and CCWATCH_TEST_ECS_FIELDS,
+# then runs the command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +39,21 @@ if [ ! -f "$stamp" ]; then
     touch "$stamp"
 fi
 
+ecs="$venv/ecs-8.11-fields.json"
+if [ ! -s "$ecs" ]; then
+    echo "test-tools: fetching the ECS 8.11 field list (@elastic/ecs@8.11.1)" >&2
+    tmp="$(mktemp -d)"
+    (cd "$tmp" && npm pack -q @elastic/ecs@8.11.1 >/dev/null && tar xzf elastic-ecs-8.11.1.tgz)
+    node -e '
+        const f = require(process.argv[1]).EcsFlat;
+        const out = {};
+        for (const [k, v] of Object.entries(f)) out[k] = { type: v.type, normalize: v.normalize || [] };
+        require("fs").writeFileSync(process.argv[2], JSON.stringify(out));
+    ' "$tmp/package/generated/ecs_flat.js" "$PWD/$ecs"
+    rm -rf "$tmp"
+fi
+
+export CCWATCH_TEST_ECS_FIELDS="$PWD/$ecs"
 export CCWATCH_TEST_PROMETHEUS="$(command -v prometheus)"
 export CCWATCH_TEST_PROMTOOL="$(command -v promtool)"
 export CCWATCH_TEST_SYSTEMD_ANALYZE="$(command -v systemd-analyze)"

@@ -93,7 +93,10 @@ fn golden_ocsf_and_ecs_output() {
         assert_eq!(o["class_uid"], 2004);
         assert_eq!(o["finding_info"]["uid"], n["alert_id"]);
         assert_eq!(o["unmapped"]["factors"], n["factors"]);
-        assert_eq!(o["src_endpoint"]["ip"], n["source_ip"]);
+        assert_eq!(o["evidences"][0]["src_endpoint"]["ip"], n["source_ip"]);
+        assert_eq!(o["unmapped"]["action"], n["action"]);
+        assert_eq!(e["event"]["action"], n["action"]);
+        assert_eq!(e["source"]["ip"], n["source_ip"]);
         assert_eq!(o["count"], n["count"]);
         assert_eq!(e["event"]["id"], n["alert_id"]);
         assert_eq!(e["ccwatch"]["score"], n["score"]);

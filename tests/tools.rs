@@ -44,3 +44,54 @@ fn promtool_passes_the_rule_unit_tests_and_checks_the_config() {
         assert!(tests.contains(&format!("alertname: {n}\n")), "no promtool test for {n}");
     }
 }
+
+/// The sample archive's alerts, every line of every kind, in `format`.
+fn sample_alerts(format: &str, dir: &std::path::Path) -> PathBuf {
+    let out = dir.join(format!("alerts.{format}.jsonl"));
+    run(Command::new(env!("CARGO_BIN_EXE_ccwatch")).current_dir(root()).args([
+        "replay",
+        "--no-progress",
+        "--format",
+        format,
+        "--output",
+        out.to_str().unwrap(),
+        "--config",
+        "ccwatch.toml",
+        "--inventory",
+        "samples/inventory/users.json",
+        "--inventory",
+        "samples/inventory/permission-set-assignments.json",
+        "samples/audit",
+        "samples/logins",
+        "samples/elf",
+        "samples/activity",
+    ]));
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.lines().count() >= 10, "{text}");
+    for action in ["raised", "closed"] {
+        // Native `action`, OCSF `unmapped.action`, ECS `event.action` (the samples raise no
+        // alert whose score rises: the encoder's unit tests cover `updated`).
+        assert!(text.contains(&format!("\"action\":\"{action}\"")), "no {action} line in the {format} sample alerts");
+    }
+    out
+}
+
+#[test]
+fn ocsf_alerts_validate_against_the_official_schema_and_prowlers_models() {
+    let python = tool("CCWATCH_TEST_PYTHON");
+    let dir = tempfile::tempdir().unwrap();
+    let file = sample_alerts("ocsf", dir.path());
+    let text = run(Command::new(&python).arg(root().join("tests/validate_alerts.py")).arg("ocsf").arg(&file));
+    assert!(text.contains("ocsf lines valid"), "{text}");
+}
+
+#[test]
+fn ecs_alerts_use_only_ecs_fields_or_the_ccwatch_namespace() {
+    let python = tool("CCWATCH_TEST_PYTHON");
+    let fields = tool("CCWATCH_TEST_ECS_FIELDS");
+    let dir = tempfile::tempdir().unwrap();
+    let file = sample_alerts("ecs", dir.path());
+    let text =
+        run(Command::new(&python).arg(root().join("tests/validate_alerts.py")).arg("ecs").arg(&file).arg(&fields));
+    assert!(text.contains("ecs lines valid"), "{text}");
+}
