@@ -16,9 +16,11 @@ use std::path::PathBuf;
     about = "Detects Salesforce OAuth client-credentials token grants and scores their risk"
 )]
 pub struct Cli {
-    /// Log filter (tracing EnvFilter syntax); logs go to stderr.
-    #[arg(long, global = true, default_value = "warn")]
-    pub log: String,
+    /// Log filter (tracing EnvFilter syntax, e.g. `info,ccwatch=debug`); logs go
+    /// to stderr. Default: $RUST_LOG, else `warn`. Colour only on a terminal and
+    /// never when $NO_COLOR is set.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log: Option<String>,
     /// Log format.
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -53,6 +55,14 @@ pub enum Command {
     Produce(ProduceArgs),
     /// The live pipeline on the shipped samples, against an in-process mock Kafka cluster.
     Demo(DemoArgs),
+    /// Print a shell completion script to stdout.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout.
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -116,7 +126,7 @@ pub struct ReplayArgs {
     /// Alert encoding.
     #[arg(long, value_enum, default_value = "native")]
     pub format: Format,
-    /// Write alerts here instead of stdout.
+    /// Write alerts here instead of stdout (`-` is stdout).
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Never draw a progress bar.
@@ -126,7 +136,7 @@ pub struct ReplayArgs {
     /// into memory (for logs that may be truncated in place while replay reads them).
     #[arg(long)]
     pub no_mmap: bool,
-    /// Input files or directories.
+    /// Input files or directories; `-` is standard input (pipes, FIFOs and /dev/stdin work too).
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
 }

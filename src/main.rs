@@ -17,16 +17,33 @@ use tokio_util::sync::CancellationToken;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn init_tracing(filter: &str, format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    // Colour only on a terminal: log files and collectors get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+/// Logs to stderr, filtered by `--log`, else `$RUST_LOG`, else `warn`. An
+/// invalid filter is an error (the caller exits 2), never silently widened.
+fn init_tracing(filter: Option<&str>, format: LogFormat) -> Result<(), String> {
+    let from_env = std::env::var("RUST_LOG").ok().filter(|s| !s.trim().is_empty());
+    let (text, source) = match (filter, &from_env) {
+        (Some(f), _) => (f.to_string(), "--log"),
+        (None, Some(f)) => (f.clone(), "RUST_LOG"),
+        (None, None) => ("warn".to_string(), "default"),
+    };
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .parse(&text)
+        .map_err(|e| format!("invalid {source} filter '{text}': {e}"))?;
+    // Colour only on a terminal, and never with NO_COLOR (https://no-color.org).
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let ansi = !no_color && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    Ok(())
+}
+
+/// Writes to stderr, ignoring a closed stderr (a pipeline's reader gone).
+fn say(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
 const SHUTDOWN_LIVE: &str = "Shutdown requested: finishing in-flight records, flushing sinks, committing offsets.";
@@ -117,6 +134,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("ccwatch produce: {n} records sent to {}", args.topic);
             Ok(())
         }
+        // Answered in `main` before the runtime starts.
+        Command::Completions { .. } | Command::Man => Ok(()),
         Command::Demo(args) => {
             let cfg = load_or_default(&args.config)?;
             let opts = app::demo::DemoOptions {
@@ -149,7 +168,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 flag.store(true, Ordering::Relaxed);
             });
             let summary = tokio::task::spawn_blocking(move || app::replay(&opts, &cfg, cancel)).await??;
-            eprint!("{}", summary.render());
+            say(&summary.render());
             Ok(())
         }
     }
@@ -160,7 +179,29 @@ const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.log, cli.log_format);
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "ccwatch", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Man => {
+            let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            return match man.render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    say(&format!("ccwatch: cannot write the man page: {e}\n"));
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
+    if let Err(e) = init_tracing(cli.log.as_deref(), cli.log_format) {
+        say(&format!("ccwatch: {e}\n"));
+        return ExitCode::from(2);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -171,7 +212,7 @@ fn main() -> ExitCode {
     let code = match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ccwatch: {}", format!("{e:#}").replace('\n', " "));
+            say(&format!("ccwatch: {}\n", format!("{e:#}").replace('\n', " ")));
             ExitCode::FAILURE
         }
     };

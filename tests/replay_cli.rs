@@ -767,3 +767,151 @@ fn the_sample_incident_raises_one_data_access_alert_and_the_etl_none() {
         .iter()
         .all(|x| x["username"] != "etl-integration@acme.example" || x["rule"] != "client_credentials_data_access"));
 }
+
+/// Replays `input` fed on stdin, with `args` (the input named among them).
+fn replay_stdin(args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ccwatch"))
+        .current_dir(root())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    out
+}
+
+/// `-` is stdin as an input and stdout for `--output`; a pipe read as
+/// `/dev/stdin` and a FIFO named on the command line give the same alerts as
+/// the file itself, through the buffered path (they cannot be mapped or seeked).
+#[test]
+fn stdin_dev_stdin_a_fifo_and_dash_output_give_the_files_alerts() {
+    let file = "samples/logins/login-events.jsonl";
+    let bytes = std::fs::read(root().join(file)).unwrap();
+    let expected = ccwatch(&["replay", "--no-progress", file]);
+    assert!(expected.status.success());
+    assert!(expected.stdout.len() > 100);
+
+    let dash = replay_stdin(&["replay", "--no-progress", "--output", "-", "-"], &bytes);
+    assert!(dash.status.success(), "{}", String::from_utf8_lossy(&dash.stderr));
+    assert_eq!(dash.stdout, expected.stdout);
+    assert!(!root().join("-").exists(), "`--output -` created a file named -");
+
+    let dev = replay_stdin(&["replay", "--no-progress", "/dev/stdin"], &bytes);
+    assert!(dev.status.success(), "{}", String::from_utf8_lossy(&dev.stderr));
+    assert_eq!(dev.stdout, expected.stdout);
+
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("in.fifo");
+    mkfifo(&fifo);
+    let child = Command::new(env!("CARGO_BIN_EXE_ccwatch"))
+        .current_dir(root())
+        .args(["replay", "--no-progress"])
+        .arg(&fifo)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::fs::write(&fifo, &bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, expected.stdout);
+    // Gzip through a pipe too.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &bytes).unwrap();
+    let zipped = replay_stdin(&["replay", "--no-progress", "-"], &gz.finish().unwrap());
+    assert_eq!(zipped.stdout, expected.stdout);
+}
+
+/// `| head`: the reader goes away mid-stream. Replay stops there, prints its
+/// summary, and exits 0 without a "Broken pipe" error.
+#[test]
+fn a_closed_output_pipe_ends_replay_quietly_with_exit_0_after_the_summary() {
+    use std::io::{BufRead, BufReader};
+    // Enough alert lines that replay is still writing when the reader leaves.
+    let dir = tempfile::tempdir().unwrap();
+    let gen = ccwatch(&["generate", "--out", dir.path().to_str().unwrap(), "--events", "200000"]);
+    assert!(gen.status.success(), "{}", String::from_utf8_lossy(&gen.stderr));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ccwatch"))
+        .args(["replay", "--no-progress"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.starts_with("{\"alert_id\""), "{first}");
+    // The reader (and the pipe's read end) is dropped here.
+    let status = exits_within(&mut child, 60);
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "exit {status:?}: {err}");
+    assert!(err.contains("ccwatch replay summary") && err.contains("closed by its reader"), "{err}");
+    assert!(!err.to_lowercase().contains("broken pipe"), "{err}");
+}
+
+#[test]
+fn an_invalid_log_filter_is_a_one_line_error_with_exit_2() {
+    for (flag, env) in [(Some("foo=["), None), (None, Some("bar=["))] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ccwatch"));
+        cmd.current_dir(root()).env_remove("RUST_LOG");
+        if let Some(f) = flag {
+            cmd.args(["--log", f]);
+        }
+        if let Some(e) = env {
+            cmd.env("RUST_LOG", e);
+        }
+        let out = cmd.args(["replay", "--no-progress", "samples/logins"]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(if flag.is_some() { "--log" } else { "RUST_LOG" }), "{err}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+/// RUST_LOG is the filter when `--log` is not given; `--log` wins over it;
+/// NO_COLOR (and a non-terminal) means no escape codes.
+#[test]
+fn rust_log_and_no_color_are_honoured() {
+    let run = |log: Option<&str>, env: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ccwatch"));
+        cmd.current_dir(root()).env("NO_COLOR", "1").env_remove("RUST_LOG");
+        if let Some(e) = env {
+            cmd.env("RUST_LOG", e);
+        }
+        if let Some(l) = log {
+            cmd.args(["--log", l]);
+        }
+        let out = cmd.args(["replay", "--no-progress", "--output", "/dev/null", "samples/"]).output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let debug = run(None, Some("debug"));
+    assert!(debug.contains("DEBUG") || debug.contains("INFO"), "RUST_LOG=debug logged nothing: {debug}");
+    assert!(!debug.contains('\u{1b}'), "escape codes with NO_COLOR: {debug}");
+    let quiet = run(Some("error"), Some("debug"));
+    assert!(!quiet.contains("DEBUG") && !quiet.contains(" INFO "), "--log error did not win: {quiet}");
+}
+
+#[test]
+fn completions_and_a_man_page_are_printed() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = ccwatch(&["completions", shell]);
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("ccwatch") && text.contains("replay") && text.contains("check-config"), "{shell}");
+    }
+    let man = ccwatch(&["man"]);
+    assert!(man.status.success());
+    let text = String::from_utf8_lossy(&man.stdout);
+    assert!(text.starts_with(".ie") && text.contains(".TH ccwatch 1"), "{text}");
+    assert!(ccwatch(&["completions", "nosuchshell"]).status.code() == Some(2));
+}

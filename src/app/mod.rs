@@ -68,6 +68,9 @@ pub struct Summary {
     pub ips_tracked: usize,
     /// `Enrichment::describe`: what reference data was loaded.
     pub enrichment: String,
+    /// The reader of the alert output went away (EPIPE, as `| head` does):
+    /// replay stopped there.
+    pub output_closed: bool,
 }
 
 fn kv(map: &BTreeMap<&'static str, u64>) -> String {
@@ -84,6 +87,13 @@ impl Summary {
     pub fn render(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "ccwatch replay summary: {} input file(s)", self.files);
+        if self.output_closed {
+            let _ = writeln!(
+                s,
+                "  output:           closed by its reader; replay stopped after {} line(s)",
+                self.lines_written
+            );
+        }
         let _ = writeln!(s, "  records read:     {}", kv(&self.read));
         let _ = writeln!(s, "  records rejected: {}", kv(&self.rejected));
         let _ = writeln!(s, "  grants:           {}", kv(&self.grants));
@@ -200,17 +210,28 @@ fn create(path: &PathBuf, what: &str) -> anyhow::Result<BufWriter<File>> {
     Ok(BufWriter::with_capacity(1 << 16, f))
 }
 
-/// Writes what the pipeline emitted and counts closed alerts by final severity.
-fn drain_outputs(pending: &mut Vec<Output>, tally: &mut Tally, writer: &mut AlertWriter) -> anyhow::Result<()> {
+/// Writes what the pipeline emitted and counts closed alerts by final
+/// severity. `Ok(false)` when the output's reader went away (EPIPE): a
+/// pipeline like `ccwatch replay … | head` ends there, quietly.
+fn drain_outputs(pending: &mut Vec<Output>, tally: &mut Tally, writer: &mut AlertWriter) -> anyhow::Result<bool> {
     for (emit, write) in pending.drain(..) {
         if emit.kind == EmitKind::Closed {
             *tally.summary.alerts.entry(emit.alert.severity.label()).or_default() += 1;
         }
         if write {
-            writer.write(&emit).context("cannot write alerts")?;
+            match writer.write(&emit) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(false),
+                Err(e) => return Err(e).context("cannot write alerts"),
+            }
         }
     }
-    Ok(())
+    Ok(true)
+}
+
+/// `-` names standard output.
+fn is_stdio(p: &std::path::Path) -> bool {
+    p.as_os_str() == "-"
 }
 
 /// Applies inventory files as the privilege baseline, before any event: User
@@ -258,8 +279,8 @@ pub fn replay(opts: &ReplayOptions, cfg: &Config, cancel: Arc<AtomicBool>) -> an
     let skipped: Vec<PathBuf> = found.skipped.into_iter().chain(inventory.skipped).collect();
     let (files, inventory) = (found.files, inventory.files);
     let out: Box<dyn Write + Send> = match &opts.output {
-        Some(p) => Box::new(create(p, "output file")?),
-        None => Box::new(BufWriter::with_capacity(1 << 16, std::io::stdout())),
+        Some(p) if !is_stdio(p) => Box::new(create(p, "output file")?),
+        _ => Box::new(BufWriter::with_capacity(1 << 16, std::io::stdout())),
     };
     let mut writer = AlertWriter::new(out, opts.format);
     let rejects = opts.rejects.as_ref().map(|p| create(p, "rejects file")).transpose()?;
@@ -313,11 +334,19 @@ pub fn replay(opts: &ReplayOptions, cfg: &Config, cancel: Arc<AtomicBool>) -> an
             continue;
         }
         pipeline.process(&s.event, &mut pending);
-        drain_outputs(&mut pending, &mut tally, &mut writer)?;
+        if !drain_outputs(&mut pending, &mut tally, &mut writer)? {
+            tally.summary.output_closed = true;
+            break;
+        }
     }
-    pipeline.finish(&mut pending);
-    drain_outputs(&mut pending, &mut tally, &mut writer)?;
-    writer.flush().context("cannot write alerts")?;
+    if !tally.summary.output_closed {
+        pipeline.finish(&mut pending);
+        tally.summary.output_closed = !drain_outputs(&mut pending, &mut tally, &mut writer)?;
+    }
+    match writer.flush() {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => tally.summary.output_closed = true,
+        r => r.context("cannot write alerts")?,
+    }
     if let Some(w) = &mut tally.rejects {
         if let Err(e) = w.flush() {
             tally.rejects_error.get_or_insert(e);

@@ -87,6 +87,11 @@ pub fn discover(paths: &[PathBuf]) -> Result<Inputs, SourceError> {
     }
     let mut found = Inputs::default();
     for p in paths {
+        // `-` is standard input, read like any pipe (see `Cancellable`).
+        if p.as_os_str() == "-" {
+            found.files.push(PathBuf::from("/dev/stdin"));
+            continue;
+        }
         let meta =
             std::fs::metadata(p).map_err(|error| SourceError::Unreadable { path: p.display().to_string(), error })?;
         if meta.is_dir() {
