@@ -72,6 +72,18 @@ fn shutdown_on_signals(what: &'static str) -> CancellationToken {
     token
 }
 
+/// SIGHUP asks the file sinks to reopen their paths (logrotate's postrotate),
+/// instead of ending the process as its default action would.
+fn reopen_on_sighup() {
+    tokio::spawn(async {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: file sinks reopen their paths before their next write.");
+            ccwatch::sink::live::request_reopen();
+        }
+    });
+}
+
 fn load_or_default(path: &Option<std::path::PathBuf>) -> anyhow::Result<Config> {
     Ok(match path {
         Some(p) => Config::load(p)?,
@@ -98,6 +110,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run { config } => {
             let cfg = Config::load(&config)?;
+            reopen_on_sighup();
             let metrics = std::sync::Arc::new(ccwatch::telemetry::Metrics::new());
             let report = app::live::run(&cfg, shutdown_on_signals(SHUTDOWN_LIVE), metrics).await?;
             eprintln!(
@@ -137,6 +150,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         // Answered in `main` before the runtime starts.
         Command::Completions { .. } | Command::Man => Ok(()),
         Command::Demo(args) => {
+            reopen_on_sighup();
             let cfg = load_or_default(&args.config)?;
             let opts = app::demo::DemoOptions {
                 samples: args.samples,

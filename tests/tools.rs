@@ -95,3 +95,39 @@ fn ecs_alerts_use_only_ecs_fields_or_the_ccwatch_namespace() {
         run(Command::new(&python).arg(root().join("tests/validate_alerts.py")).arg("ecs").arg(&file).arg(&fields));
     assert!(text.contains("ecs lines valid"), "{text}");
 }
+
+/// The systemd unit passes `systemd-analyze verify` (its ExecStart pointed at
+/// the binary just built, which the verifier requires to exist) and keeps its
+/// hardening.
+#[test]
+fn the_systemd_unit_verifies_and_is_hardened() {
+    let analyze = tool("CCWATCH_TEST_SYSTEMD_ANALYZE");
+    let unit = std::fs::read_to_string(root().join("deploy/systemd/ccwatch.service")).unwrap();
+    for directive in [
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=\n",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "KillSignal=SIGTERM",
+    ] {
+        assert!(unit.contains(directive), "the unit lacks {directive:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ccwatch.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/ccwatch", env!("CARGO_BIN_EXE_ccwatch"))).unwrap();
+    let out = Command::new(&analyze).arg("verify").arg(&path).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "systemd-analyze verify: {text}");
+    assert!(!text.contains("ccwatch.service:"), "systemd-analyze verify warns: {text}");
+}
+
+/// Kubernetes manifests against Kubernetes' schemas, the compose stack, the
+/// Dockerfile and logrotate against each other and the config keys
+/// (tests/check_deploy.py says what exactly).
+#[test]
+fn the_kubernetes_manifests_compose_stack_dockerfile_and_logrotate_are_consistent() {
+    let python = tool("CCWATCH_TEST_PYTHON");
+    let text = run(Command::new(&python).arg(root().join("tests/check_deploy.py")).arg(env!("CARGO_BIN_EXE_ccwatch")));
+    assert!(text.contains("deploy/ is consistent"), "{text}");
+}

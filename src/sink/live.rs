@@ -17,6 +17,10 @@
 //! an unknown topic) of one alert are, when an alert dead letter is
 //! configured, reported per alert so the caller can set that alert aside and
 //! go on with the rest.
+//!
+//! File outputs reopen their path before the next write after
+//! `request_reopen` (the binary calls it on SIGHUP), so logrotate can move the
+//! JSONL file away without `copytruncate`.
 
 use crate::config::live::{AlertDeadLetterConfig, SinkConfig, SinkKind, WebhookStyle};
 use crate::event::{Emit, Format, Severity};
@@ -27,6 +31,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use std::collections::VecDeque;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Longest `Retry-After` honoured; a larger value is treated as this.
@@ -161,7 +166,7 @@ enum Imp {
         topic: String,
     },
     File {
-        out: std::fs::File,
+        out: AppendFile,
         path: String,
     },
     Webhook {
@@ -273,7 +278,7 @@ impl Sink {
                 topic: topic.clone(),
             },
             SinkKind::File { path, mode } => Imp::File {
-                out: open_append(path, *mode)
+                out: AppendFile::open(path, *mode)
                     .map_err(|e| anyhow::anyhow!("sink {}: cannot open {}: {e}", cfg.name, path.display()))?,
                 path: path.display().to_string(),
             },
@@ -359,10 +364,7 @@ impl Sink {
                     buf.push(b'\n');
                     d.accepted += 1;
                 }
-                out.write_all(&buf)
-                    .and_then(|_| out.flush())
-                    .and_then(|_| sync_if_file(out))
-                    .map_err(|e| SinkError::transient(format!("cannot write {path}: {e}")))?;
+                out.append(&buf).map_err(|e| SinkError::transient(format!("cannot write {path}: {e}")))?;
                 self.progress = batch.len();
             }
             Imp::Webhook { client, url, style, retries, backoff, max_backoff } => {
@@ -394,7 +396,7 @@ impl Sink {
         match &mut self.imp {
             Imp::Kafka { producer, topic } => rdkafka::producer::Producer::flush(producer, Duration::from_secs(10))
                 .map_err(|e| format!("topic {topic}: flush failed: {e}")),
-            Imp::File { out, path } => sync_if_file(out).map_err(|e| format!("cannot sync {path}: {e}")),
+            Imp::File { out, path } => sync_if_file(&out.out).map_err(|e| format!("cannot sync {path}: {e}")),
             Imp::Webhook { .. } => Ok(()),
         }
     }
@@ -404,6 +406,45 @@ impl Sink {
 fn open_append(path: &std::path::Path, mode: u32) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new().create(true).append(true).mode(mode).open(path)
+}
+
+/// Bumped by `request_reopen` (SIGHUP): every file output reopens its path
+/// before its next write.
+static REOPEN: AtomicU64 = AtomicU64::new(0);
+
+/// Asks every file sink and file dead letter to reopen its path before its
+/// next write: after logrotate moved the file away (`kill -HUP`), new lines
+/// go to a new file at the configured path.
+pub fn request_reopen() {
+    REOPEN.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A file written by appending, reopened at its path after `request_reopen`.
+pub struct AppendFile {
+    out: std::fs::File,
+    path: std::path::PathBuf,
+    mode: u32,
+    generation: u64,
+}
+
+impl AppendFile {
+    fn open(path: &std::path::Path, mode: u32) -> std::io::Result<AppendFile> {
+        let generation = REOPEN.load(Ordering::Relaxed);
+        Ok(AppendFile { out: open_append(path, mode)?, path: path.to_path_buf(), mode, generation })
+    }
+
+    /// Writes, flushes and syncs `buf`, reopening the path first if asked to.
+    fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let generation = REOPEN.load(Ordering::Relaxed);
+        if generation != self.generation {
+            self.out = open_append(&self.path, self.mode)?;
+            self.generation = generation;
+            tracing::info!(path = %self.path.display(), "Reopened the output file (SIGHUP).");
+        }
+        self.out.write_all(buf)?;
+        self.out.flush()?;
+        sync_if_file(&self.out)
+    }
 }
 
 /// `fsync`s a regular file; pipes and terminals (the demo's /dev/stdout)
@@ -611,7 +652,7 @@ impl RefusedAlert {
 /// Where alerts a sink refused for good are set aside.
 pub enum AlertDeadLetters {
     Kafka { producer: FutureProducer, topic: String },
-    File { out: std::fs::File, path: String },
+    File { out: AppendFile, path: String },
 }
 
 impl AlertDeadLetters {
@@ -622,7 +663,7 @@ impl AlertDeadLetters {
                 topic: topic.clone(),
             },
             AlertDeadLetterConfig::File { path, mode } => AlertDeadLetters::File {
-                out: open_append(path, *mode)
+                out: AppendFile::open(path, *mode)
                     .map_err(|e| anyhow::anyhow!("alert_dead_letter: cannot open {}: {e}", path.display()))?,
                 path: path.display().to_string(),
             },
@@ -652,9 +693,7 @@ impl AlertDeadLetters {
                     buf.extend_from_slice(&r.line());
                     buf.push(b'\n');
                 }
-                out.write_all(&buf)
-                    .and_then(|_| out.flush())
-                    .and_then(|_| sync_if_file(out))
+                out.append(&buf)
                     .map_err(|e| SinkError::transient(format!("cannot write alert dead letters to {path}: {e}")))
             }
         }
@@ -664,6 +703,25 @@ impl AlertDeadLetters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// logrotate moves the file away and sends SIGHUP: the next write goes to
+    /// a new file at the configured path, the moved one keeps what it had.
+    #[test]
+    fn a_file_output_reopens_its_path_after_a_reopen_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts.jsonl");
+        let mut f = AppendFile::open(&path, 0o640).unwrap();
+        f.append(b"one\n").unwrap();
+        std::fs::rename(&path, dir.path().join("alerts.jsonl.1")).unwrap();
+        f.append(b"two\n").unwrap(); // no request yet: still the moved file
+        assert!(!path.exists());
+        request_reopen();
+        f.append(b"three\n").unwrap();
+        assert_eq!(std::fs::read_to_string(dir.path().join("alerts.jsonl.1")).unwrap(), "one\ntwo\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "three\n");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
+    }
 
     #[test]
     fn http_statuses_are_transient_or_permanent() {
