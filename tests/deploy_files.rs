@@ -139,3 +139,34 @@ fn a_cooperative_assignment_strategy_is_refused() {
         }
     }
 }
+
+/// Every rule's runbook_url points at a section of docs/operations.md that
+/// exists, and every exported metric is explained there.
+#[test]
+fn runbooks_and_metric_meanings_are_in_the_operations_doc() {
+    let ops = std::fs::read_to_string(root().join("docs/operations.md")).unwrap();
+    let anchors: BTreeSet<String> = ops
+        .lines()
+        .filter_map(|l| l.strip_prefix("### ").or_else(|| l.strip_prefix("## ")))
+        .map(|h| h.trim().to_lowercase().replace(' ', "-"))
+        .collect();
+    let rules = std::fs::read_to_string(root().join("deploy/ccwatch-rules.yml")).unwrap();
+    let mut urls = 0;
+    for l in rules.lines() {
+        if let Some(url) = l.trim().strip_prefix("runbook_url: ") {
+            let anchor = url.trim_matches('"').strip_prefix("docs/operations.md#").expect(url);
+            assert!(anchors.contains(anchor), "{url}: no such section in docs/operations.md");
+            urls += 1;
+        }
+    }
+    let alerts = rules.lines().filter(|l| l.trim().starts_with("- alert: ")).count();
+    assert_eq!(urls, alerts, "every rule needs a runbook_url");
+    let names = exported();
+    let metrics = names
+        .iter()
+        .filter(|m| m.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        .filter(|m| !m.ends_with("_bucket") && !m.ends_with("_count") && !m.ends_with("_sum"));
+    for m in metrics {
+        assert!(ops.contains(&format!("`{m}")), "docs/operations.md does not explain {m}");
+    }
+}
