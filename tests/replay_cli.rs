@@ -915,3 +915,30 @@ fn completions_and_a_man_page_are_printed() {
     assert!(text.starts_with(".ie") && text.contains(".TH ccwatch 1"), "{text}");
     assert!(ccwatch(&["completions", "nosuchshell"]).status.code() == Some(2));
 }
+
+/// An input that cannot be read (here stdin redirected from a directory) is
+/// a `read_error` reject, and a run that could read nothing at all exits
+/// non-zero after its summary: never "0 records, exit 0".
+#[test]
+fn an_unreadable_stream_is_a_reject_and_reading_nothing_at_all_fails() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ccwatch"))
+        .current_dir(root())
+        .args(["replay", "--no-progress", "-"])
+        .stdin(std::fs::File::open(root().join("samples")).unwrap())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("read_error=1"), "{err}");
+    assert!(err.lines().last().unwrap().starts_with("ccwatch: no input could be read"), "{err}");
+    // With one readable input beside it, the run succeeds and counts the reject.
+    let out = Command::new(env!("CARGO_BIN_EXE_ccwatch"))
+        .current_dir(root())
+        .args(["replay", "--no-progress", "-", "samples/logins"])
+        .stdin(std::fs::File::open(root().join("samples")).unwrap())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("read_error=1"), "{err}");
+}
