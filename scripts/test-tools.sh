@@ -39,7 +39,7 @@ if [ ! -f "$stamp" ]; then
     touch "$stamp"
 fi
 
-ecs="$venv/ecs-8.11-fields.json"
+ecs="$venv/ecs-8.11-fields-v2.json"
 if [ ! -s "$ecs" ]; then
     echo "test-tools: fetching the ECS 8.11 field list (@elastic/ecs@8.11.1)" >&2
     tmp="$(mktemp -d)"
@@ -47,7 +47,10 @@ if [ ! -s "$ecs" ]; then
     node -e '
         const f = require(process.argv[1]).EcsFlat;
         const out = {};
-        for (const [k, v] of Object.entries(f)) out[k] = { type: v.type, normalize: v.normalize || [] };
+        for (const [k, v] of Object.entries(f)) {
+            out[k] = { type: v.type, normalize: v.normalize || [] };
+            if (v.allowed_values) out[k].allowed = v.allowed_values.map((a) => a.name);
+        }
         require("fs").writeFileSync(process.argv[2], JSON.stringify(out));
     ' "$tmp/package/generated/ecs_flat.js" "$PWD/$ecs"
     rm -rf "$tmp"

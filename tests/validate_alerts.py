@@ -117,6 +117,8 @@ def ecs(lines, flat_path):
             for x in values:
                 if not typed(f["type"], x):
                     problems.append(f"line {n}: {path}={x!r} is not a valid ECS {f['type']}")
+                if f.get("allowed") and x not in f["allowed"]:
+                    problems.append(f"line {n}: {path}={x!r} is not one of ECS's allowed values {f['allowed']}")
         tech = a.get("threat", {}).get("technique", {})
         if not isinstance(tech, dict):
             problems.append(f"line {n}: threat.technique is not an object of ECS fields")

@@ -220,7 +220,7 @@ fn ecs(a: &Alert, kind: EmitKind) -> Value {
     let category = match a.rule {
         Rule::ClientCredentialsGrant => json!(["authentication", "iam"]),
         Rule::ClientCredentialsEnabled => json!(["configuration", "iam"]),
-        Rule::ClientCredentialsDataAccess => json!(["authentication", "database"]),
+        Rule::ClientCredentialsDataAccess => json!(["api", "database"]),
     };
     let mut user = Map::new();
     put(&mut user, "id", a.user_id.clone());
