@@ -528,6 +528,17 @@ fn count(summary: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// `ccwatch replay --no-progress PATH`, its stdout and stderr piped.
+fn spawn_replay(path: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_ccwatch"))
+        .args(["replay", "--no-progress"])
+        .arg(path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn mkfifo(path: &Path) {
     let ok = Command::new("mkfifo").arg(path).status().unwrap().success();
     assert!(ok, "mkfifo failed");
@@ -555,13 +566,7 @@ fn a_fifo_in_a_directory_is_skipped_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(root().join("samples/logins/login-events.jsonl"), dir.path().join("a.jsonl")).unwrap();
     mkfifo(&dir.path().join("b.fifo"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ccwatch"))
-        .args(["replay", "--no-progress"])
-        .arg(dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_replay(dir.path());
     let status = exits_within(&mut child, 20);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -577,13 +582,7 @@ fn sigterm_ends_a_replay_blocked_on_input() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("in.fifo");
     mkfifo(&fifo);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ccwatch"))
-        .args(["replay", "--no-progress"])
-        .arg(&fifo)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_replay(&fifo);
     std::thread::sleep(std::time::Duration::from_millis(700));
     assert!(child.try_wait().unwrap().is_none(), "still waiting for input");
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
@@ -810,14 +809,7 @@ fn stdin_dev_stdin_a_fifo_and_dash_output_give_the_files_alerts() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("in.fifo");
     mkfifo(&fifo);
-    let child = Command::new(env!("CARGO_BIN_EXE_ccwatch"))
-        .current_dir(root())
-        .args(["replay", "--no-progress"])
-        .arg(&fifo)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_replay(&fifo);
     std::fs::write(&fifo, &bytes).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -838,13 +830,7 @@ fn a_closed_output_pipe_ends_replay_quietly_with_exit_0_after_the_summary() {
     let dir = tempfile::tempdir().unwrap();
     let gen = ccwatch(&["generate", "--out", dir.path().to_str().unwrap(), "--events", "200000"]);
     assert!(gen.status.success(), "{}", String::from_utf8_lossy(&gen.stderr));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ccwatch"))
-        .args(["replay", "--no-progress"])
-        .arg(dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_replay(dir.path());
     let mut first = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
     assert!(first.starts_with("{\"alert_id\""), "{first}");
