@@ -19,7 +19,7 @@
 //! stage of the one-way flow.
 
 use crate::event::ip::parse_ip;
-use crate::event::{EventTime, IpRange};
+use crate::event::{contains_ci, EventTime, IpRange};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -232,9 +232,8 @@ impl Enrichment {
     /// The IOC note of a user agent, at `at`, if one matches.
     pub fn ioc_user_agent(&self, user_agent: &str, at: EventTime) -> Option<&str> {
         let iocs = self.iocs.as_ref()?;
-        let lower = user_agent.to_ascii_lowercase();
         iocs.iter().filter(|i| i.until.is_none_or(|u| at < u)).find_map(|i| match &i.indicator {
-            Indicator::UserAgent(ua) if lower.contains(ua.as_str()) => Some(i.note.as_str()),
+            Indicator::UserAgent(ua) if contains_ci(user_agent, ua) => Some(i.note.as_str()),
             _ => None,
         })
     }

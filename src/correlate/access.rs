@@ -37,7 +37,7 @@ use crate::config::ActivityConfig;
 use crate::event::ip::usable_ip;
 use crate::event::time::MS_PER_MINUTE;
 use crate::event::{
-    add_item, AccessObservation, Activity, ActivityFactor, ActivitySummary, EventTime, RecordKind, SfId,
+    add_item, contains_ci, AccessObservation, Activity, ActivityFactor, ActivitySummary, EventTime, RecordKind, SfId,
 };
 use hashbrown::HashSet;
 use lru::LruCache;
@@ -76,7 +76,7 @@ pub fn source_name(kind: Option<RecordKind>) -> &'static str {
 pub fn count_query_object(query: &str) -> Option<String> {
     // Cheap refusal first: this runs for every query.
     let head = query.trim_start().as_bytes();
-    if head.len() < 6 || !head[..6].eq_ignore_ascii_case(b"select") || !contains_ci(Some(query), "count(") {
+    if head.len() < 6 || !head[..6].eq_ignore_ascii_case(b"select") || !contains_ci(query, "count(") {
         return None;
     }
     let q: String = query.split_whitespace().collect::<Vec<_>>().join(" ").to_ascii_lowercase();
@@ -99,13 +99,6 @@ fn is_sobjects_list(a: &Activity) -> bool {
     };
     a.resource.as_deref().is_some_and(path)
         || a.operation.as_deref().is_some_and(|o| o.eq_ignore_ascii_case("describeGlobal"))
-}
-
-/// Whether `text` contains `needle` (ASCII case-insensitive), without
-/// allocating: this runs for every activity record.
-fn contains_ci(text: Option<&str>, needle: &str) -> bool {
-    let n = needle.as_bytes();
-    text.is_some_and(|t| t.as_bytes().windows(n.len()).any(|w| w.eq_ignore_ascii_case(n)))
 }
 
 /// One pair's activity in one UTC day.
@@ -229,7 +222,7 @@ impl Access {
         let is_query = matches!(
             kind,
             Some(RecordKind::ApiEvent | RecordKind::ApiEventStream | RecordKind::ElfApi | RecordKind::ElfRestApi)
-        ) && (a.query.is_some() || op.to_ascii_lowercase().starts_with("query"));
+        ) && (a.query.is_some() || op.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("query")));
         if is_query && !query_more {
             d.queries += 1;
         }
@@ -266,10 +259,7 @@ impl Access {
             }
         }
         let bulk = matches!(kind, Some(RecordKind::ElfBulkApi2 | RecordKind::ElfBulkApiRequest));
-        let bulk_query = bulk
-            && !contains_ci(a.operation.as_deref(), "insert")
-            && !contains_ci(a.operation.as_deref(), "update")
-            && !contains_ci(a.operation.as_deref(), "delete");
+        let bulk_query = bulk && !["insert", "update", "delete"].iter().any(|w| contains_ci(op, w));
         // `JobComplete` (not `UploadComplete`, the step before processing).
         let completed = bulk && bulk_query && status.contains("complete") && !status.contains("upload");
         let deleted = bulk && status.contains("delet");
@@ -278,7 +268,7 @@ impl Access {
         d.bulk_jobs_deleted += u64::from(deleted);
         d.bulk_results_downloaded += u64::from(downloaded);
         let report_export = kind == Some(RecordKind::ElfReportExport)
-            || (kind == Some(RecordKind::ReportEvent) && contains_ci(a.operation.as_deref(), "export"));
+            || (kind == Some(RecordKind::ReportEvent) && contains_ci(op, "export"));
         d.report_exports += u64::from(report_export);
         if let Some(ua) = a.user_agent.as_deref() {
             add_item(&mut d.user_agents, ua);
@@ -366,8 +356,7 @@ impl Access {
             ));
         }
         if let (Some(ua), true) = (a.user_agent.as_deref(), new(ActivityFactor::IocUserAgent)) {
-            let lower = ua.to_ascii_lowercase();
-            if let Some((_, ioc)) = self.ioc_agents.iter().find(|(l, _)| lower.contains(l.as_str())) {
+            if let Some((_, ioc)) = self.ioc_agents.iter().find(|(l, _)| contains_ci(ua, l)) {
                 found.push((ActivityFactor::IocUserAgent, format!("user agent '{ua}' matches IOC '{ioc}'")));
             }
         }

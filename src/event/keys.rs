@@ -15,6 +15,13 @@ pub fn lowercase(s: &str) -> Cow<'_, str> {
     }
 }
 
+/// Whether `text` contains `needle`, ASCII case-insensitively, without
+/// allocating (user agents, SOQL and operation names, once per record).
+pub fn contains_ci(text: &str, needle: &str) -> bool {
+    let n = needle.as_bytes();
+    n.is_empty() || text.as_bytes().windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+}
+
 /// A name's comparable form: trimmed and lowercased (usernames, app names,
 /// permission sets and groups).
 pub fn key(s: &str) -> Cow<'_, str> {

@@ -14,7 +14,7 @@ use serde::Serialize;
 use std::fmt;
 
 pub use ip::IpRange;
-pub use keys::{key, lowercase, profile_key, user_key};
+pub use keys::{contains_ci, key, lowercase, profile_key, user_key};
 pub use sfid::SfId;
 pub use time::EventTime;
 
