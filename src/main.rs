@@ -183,11 +183,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             });
             let summary = tokio::task::spawn_blocking(move || app::replay(&opts, &cfg, cancel)).await??;
             say(&summary.render());
-            // Nothing read because nothing could be (no record, not even a bad
-            // one, only read errors): a failure, not an empty archive.
-            let read_errors = summary.rejected.get("read_error").copied().unwrap_or(0);
-            let only_read_errors = summary.rejected.keys().all(|r| *r == "read_error");
-            if summary.read.is_empty() && read_errors > 0 && only_read_errors {
+            if let Some(read_errors) = summary.unreadable() {
                 anyhow::bail!("no input could be read ({read_errors} read error(s); see the summary)");
             }
             Ok(())

@@ -75,10 +75,17 @@ fn production_config_example_validates_and_its_secrets_come_from_env() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
 
-#[test]
-fn every_kind_of_secret_property_is_refused_in_any_case() {
+/// `ccwatch check-config` on a file holding `text`: whether it passed, and stderr.
+fn check_config(text: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ccwatch")).args(["check-config"]).arg(&cfg).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn every_kind_of_secret_property_is_refused_in_any_case() {
     for key in [
         "sasl.oauthbearer.assertion.private.key.passphrase",
         "sasl.oauthbearer.config",
@@ -87,30 +94,20 @@ fn every_kind_of_secret_property_is_refused_in_any_case() {
         "sasl.oauthbearer.client.secret",
         "Ssl.Keystore.Password",
     ] {
-        std::fs::write(
-            &cfg,
-            format!("[kafka]\nbootstrap_servers = \"h:9092\"\nlogin_topic = \"l\"\n[kafka.consumer_properties]\n\"{key}\" = \"hunter2\"\n"),
-        )
-        .unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_ccwatch")).args(["check-config"]).arg(&cfg).output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && err.contains("secret_properties"), "{key}: {err}");
+        let (ok, err) = check_config(&format!(
+            "[kafka]\nbootstrap_servers = \"h:9092\"\nlogin_topic = \"l\"\n[kafka.consumer_properties]\n\"{key}\" = \"hunter2\"\n"
+        ));
+        assert!(!ok && err.contains("secret_properties"), "{key}: {err}");
         assert!(!err.contains("hunter2"), "the secret was echoed: {err}");
     }
 }
 
 #[test]
 fn secrets_in_plain_properties_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(
-        &cfg,
+    let (ok, err) = check_config(
         "[kafka]\nbootstrap_servers = \"h:9092\"\nlogin_topic = \"l\"\n[kafka.properties]\n\"sasl.password\" = \"hunter2\"\n",
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ccwatch")).args(["check-config"]).arg(&cfg).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("secret_properties"), "{err}");
+    );
+    assert!(!ok && err.contains("secret_properties"), "{err}");
     assert!(!err.contains("hunter2"), "the secret was echoed: {err}");
 }
 
@@ -119,21 +116,15 @@ fn secrets_in_plain_properties_are_refused() {
 /// rebalance and would lose their state, so the setting is refused.
 #[test]
 fn a_cooperative_assignment_strategy_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.toml");
     for (table, strategy, ok) in [
         ("consumer_properties", "cooperative-sticky", false),
         ("properties", "cooperative-sticky", false),
         ("consumer_properties", "range,roundrobin", true),
     ] {
-        std::fs::write(
-            &cfg,
-            format!("[kafka]\nbootstrap_servers = \"h:9092\"\nlogin_topic = \"l\"\n[kafka.{table}]\n\"partition.assignment.strategy\" = \"{strategy}\"\n"),
-        )
-        .unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_ccwatch")).args(["check-config"]).arg(&cfg).output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.success(), ok, "{table} {strategy}: {err}");
+        let (accepted, err) = check_config(&format!(
+            "[kafka]\nbootstrap_servers = \"h:9092\"\nlogin_topic = \"l\"\n[kafka.{table}]\n\"partition.assignment.strategy\" = \"{strategy}\"\n"
+        ));
+        assert_eq!(accepted, ok, "{table} {strategy}: {err}");
         if !ok {
             assert!(err.contains("eager protocol") && err.trim_end().lines().count() == 1, "{err}");
         }

@@ -117,14 +117,14 @@ async fn a_real_prometheus_evaluates_every_dashboard_and_rule_expression_and_see
             .expect("start prometheus"),
     );
     let prom = format!("http://127.0.0.1:{prom_port}");
-    let ready =
-        async { reqwest::get(format!("{prom}/-/ready")).await.map(|r| r.status().is_success()).unwrap_or(false) };
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut up = ready.await;
-    while !up && Instant::now() < deadline {
+    let up = loop {
+        let ready = reqwest::get(format!("{prom}/-/ready")).await.map(|r| r.status().is_success()).unwrap_or(false);
+        if ready || Instant::now() >= deadline {
+            break ready;
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        up = reqwest::get(format!("{prom}/-/ready")).await.map(|r| r.status().is_success()).unwrap_or(false);
-    }
+    };
     assert!(
         up,
         "prometheus did not become ready: {}",

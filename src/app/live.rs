@@ -778,20 +778,19 @@ impl Run {
         };
         let sinks =
             cfg.live.sinks.iter().map(|s| Sink::new(s, producer.as_ref())).collect::<anyhow::Result<Vec<_>>>()?;
-        let mut sink_names: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
-        if k.dead_letter_topic.is_some() {
-            sink_names.push("dead_letter");
-        }
-        if cfg.live.alert_dead_letter.is_some() {
-            sink_names.push("alert_dead_letter");
-        }
-        let (configured, dead_letter_sinks) = sink_names.split_at(sinks.len());
+        // Every sink's counters at 0 from start-up; the dead letters count
+        // under their own sink labels, and refuse nothing.
+        let configured: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
         metrics.preset(
-            configured,
+            &configured,
             &crate::sink::live::Refusal::ALL.map(|r| r.label()),
             &crate::decode::RejectReason::ALL.map(|r| r.label()),
         );
-        metrics.preset(dead_letter_sinks, &[], &[]);
+        let dead_letter_sinks = [
+            k.dead_letter_topic.is_some().then_some(crate::telemetry::events::DEAD_LETTER_SINK),
+            cfg.live.alert_dead_letter.is_some().then_some(crate::telemetry::events::ALERT_DEAD_LETTER_SINK),
+        ];
+        metrics.preset(&dead_letter_sinks.into_iter().flatten().collect::<Vec<_>>(), &[], &[]);
         let dead_letters = match (&k.dead_letter_topic, &producer) {
             (Some(t), Some(p)) => Some(DeadLetters::new(p.clone(), t.clone(), k.producer_message_max_bytes())),
             _ => None,

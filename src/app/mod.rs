@@ -84,6 +84,15 @@ fn kv(map: &BTreeMap<&'static str, u64>) -> String {
 }
 
 impl Summary {
+    /// The read errors, when they are all the run met: not one record, good
+    /// or bad, could be read. A failure, not an empty archive.
+    pub fn unreadable(&self) -> Option<u64> {
+        let label = RejectReason::ReadError.label();
+        let read_errors = self.rejected.get(label).copied().unwrap_or(0);
+        let only_read_errors = self.rejected.keys().all(|r| *r == label);
+        (self.read.is_empty() && read_errors > 0 && only_read_errors).then_some(read_errors)
+    }
+
     pub fn render(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "ccwatch replay summary: {} input file(s)", self.files);
@@ -229,11 +238,6 @@ fn drain_outputs(pending: &mut Vec<Output>, tally: &mut Tally, writer: &mut Aler
     Ok(true)
 }
 
-/// `-` names standard output.
-fn is_stdio(p: &std::path::Path) -> bool {
-    p.as_os_str() == "-"
-}
-
 /// Applies inventory files as the privilege baseline, before any event: User
 /// and PermissionSetAssignment records go into `pipeline`; any other record
 /// is rejected through `side`, never processed. Shared by replay and `run`.
@@ -279,7 +283,7 @@ pub fn replay(opts: &ReplayOptions, cfg: &Config, cancel: Arc<AtomicBool>) -> an
     let skipped: Vec<PathBuf> = found.skipped.into_iter().chain(inventory.skipped).collect();
     let (files, inventory) = (found.files, inventory.files);
     let out: Box<dyn Write + Send> = match &opts.output {
-        Some(p) if !is_stdio(p) => Box::new(create(p, "output file")?),
+        Some(p) if !crate::source::replay::is_stdio(p) => Box::new(create(p, "output file")?),
         _ => Box::new(BufWriter::with_capacity(1 << 16, std::io::stdout())),
     };
     let mut writer = AlertWriter::new(out, opts.format);

@@ -115,7 +115,6 @@ fn ocsf(a: &Alert, kind: EmitKind) -> Value {
     put(&mut evidence, "actor", object(actor));
     put(&mut evidence, "user", object(user));
     put(&mut evidence, "src_endpoint", a.source_ip.as_ref().map(|ip| json!({"ip": ip})));
-    let evidences: Vec<Value> = object(evidence).into_iter().collect();
 
     let mut observables = Vec::new();
     if let Some(ip) = &a.source_ip {
@@ -189,8 +188,8 @@ fn ocsf(a: &Alert, kind: EmitKind) -> Value {
         },
         "unmapped": unmapped,
     });
-    if !evidences.is_empty() {
-        v["evidences"] = evidences.into();
+    if let Some(e) = object(evidence) {
+        v["evidences"] = json!([e]);
     }
     if !observables.is_empty() {
         v["observables"] = observables.into();

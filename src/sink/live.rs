@@ -165,10 +165,7 @@ enum Imp {
         producer: FutureProducer,
         topic: String,
     },
-    File {
-        out: AppendFile,
-        path: String,
-    },
+    File(AppendFile),
     Webhook {
         client: reqwest::Client,
         url: String,
@@ -277,11 +274,10 @@ impl Sink {
                 producer: producer.cloned().ok_or_else(|| anyhow::anyhow!("sink {}: no Kafka producer", cfg.name))?,
                 topic: topic.clone(),
             },
-            SinkKind::File { path, mode } => Imp::File {
-                out: AppendFile::open(path, *mode)
+            SinkKind::File { path, mode } => Imp::File(
+                AppendFile::open(path, *mode)
                     .map_err(|e| anyhow::anyhow!("sink {}: cannot open {}: {e}", cfg.name, path.display()))?,
-                path: path.display().to_string(),
-            },
+            ),
             SinkKind::Webhook { url, style, timeout_ms, max_retries, backoff_ms, max_backoff_ms } => Imp::Webhook {
                 client: reqwest::Client::builder()
                     .timeout(Duration::from_millis(*timeout_ms))
@@ -357,14 +353,14 @@ impl Sink {
                 d.refused = refused;
                 self.progress = batch.len();
             }
-            Imp::File { out, path } => {
+            Imp::File(out) => {
                 let mut buf = Vec::new();
                 for e in batch[start..].iter().filter(|e| e.alert.severity >= min) {
                     buf.extend_from_slice(&encoded(e));
                     buf.push(b'\n');
                     d.accepted += 1;
                 }
-                out.append(&buf).map_err(|e| SinkError::transient(format!("cannot write {path}: {e}")))?;
+                out.append(&buf).map_err(|e| SinkError::transient(format!("cannot write {}: {e}", out.name())))?;
                 self.progress = batch.len();
             }
             Imp::Webhook { client, url, style, retries, backoff, max_backoff } => {
@@ -396,7 +392,7 @@ impl Sink {
         match &mut self.imp {
             Imp::Kafka { producer, topic } => rdkafka::producer::Producer::flush(producer, Duration::from_secs(10))
                 .map_err(|e| format!("topic {topic}: flush failed: {e}")),
-            Imp::File { out, path } => sync_if_file(&out.out).map_err(|e| format!("cannot sync {path}: {e}")),
+            Imp::File(out) => sync_if_file(&out.out).map_err(|e| format!("cannot sync {}: {e}", out.name())),
             Imp::Webhook { .. } => Ok(()),
         }
     }
@@ -431,6 +427,11 @@ impl AppendFile {
     fn open(path: &std::path::Path, mode: u32) -> std::io::Result<AppendFile> {
         let generation = REOPEN.load(Ordering::Relaxed);
         Ok(AppendFile { out: open_append(path, mode)?, path: path.to_path_buf(), mode, generation })
+    }
+
+    /// The path, as messages name it.
+    fn name(&self) -> std::path::Display<'_> {
+        self.path.display()
     }
 
     /// Writes, flushes and syncs `buf`, reopening the path first if asked to.
@@ -652,7 +653,7 @@ impl RefusedAlert {
 /// Where alerts a sink refused for good are set aside.
 pub enum AlertDeadLetters {
     Kafka { producer: FutureProducer, topic: String },
-    File { out: AppendFile, path: String },
+    File(AppendFile),
 }
 
 impl AlertDeadLetters {
@@ -662,11 +663,10 @@ impl AlertDeadLetters {
                 producer: producer.cloned().ok_or_else(|| anyhow::anyhow!("alert_dead_letter: no Kafka producer"))?,
                 topic: topic.clone(),
             },
-            AlertDeadLetterConfig::File { path, mode } => AlertDeadLetters::File {
-                out: AppendFile::open(path, *mode)
+            AlertDeadLetterConfig::File { path, mode } => AlertDeadLetters::File(
+                AppendFile::open(path, *mode)
                     .map_err(|e| anyhow::anyhow!("alert_dead_letter: cannot open {}: {e}", path.display()))?,
-                path: path.display().to_string(),
-            },
+            ),
         })
     }
 
@@ -687,14 +687,15 @@ impl AlertDeadLetters {
                     Some(e) => Err(SinkError::transient(format!("alert dead-letter topic {topic}: {e}"))),
                 }
             }
-            AlertDeadLetters::File { out, path } => {
+            AlertDeadLetters::File(out) => {
                 let mut buf = Vec::new();
                 for r in refused {
                     buf.extend_from_slice(&r.line());
                     buf.push(b'\n');
                 }
-                out.append(&buf)
-                    .map_err(|e| SinkError::transient(format!("cannot write alert dead letters to {path}: {e}")))
+                out.append(&buf).map_err(|e| {
+                    SinkError::transient(format!("cannot write alert dead letters to {}: {e}", out.name()))
+                })
             }
         }
     }

@@ -62,6 +62,11 @@ pub struct Inputs {
     pub skipped: Vec<PathBuf>,
 }
 
+/// `-`: standard input as an input path, standard output as an output path.
+pub fn is_stdio(p: &Path) -> bool {
+    p.as_os_str() == "-"
+}
+
 /// Lists input files: files as given, directories walked recursively in
 /// name order (hidden entries skipped). Every regular file is opened once to
 /// fail early with a clear error.
@@ -88,7 +93,7 @@ pub fn discover(paths: &[PathBuf]) -> Result<Inputs, SourceError> {
     let mut found = Inputs::default();
     for p in paths {
         // `-` is standard input, read like any pipe (see `Cancellable`).
-        if p.as_os_str() == "-" {
+        if is_stdio(p) {
             found.files.push(PathBuf::from("/dev/stdin"));
             continue;
         }

@@ -9,6 +9,11 @@ use super::Metrics;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+/// The `sink` label of the dead-letter topic for undecodable records.
+pub const DEAD_LETTER_SINK: &str = "dead_letter";
+/// The `sink` label of the alert dead letter.
+pub const ALERT_DEAD_LETTER_SINK: &str = "alert_dead_letter";
+
 /// Something the live shell reports.
 pub trait InternalEvent {
     fn emit(self, m: &Metrics);
@@ -97,7 +102,7 @@ pub struct RecordsDeadLettered<'a> {
 
 impl InternalEvent for RecordsDeadLettered<'_> {
     fn emit(self, m: &Metrics) {
-        m.sink_deliveries.with_label_values(&["dead_letter"]).inc_by(self.reasons.len() as u64 - self.refused);
+        m.sink_deliveries.with_label_values(&[DEAD_LETTER_SINK]).inc_by(self.reasons.len() as u64 - self.refused);
         for r in self.reasons {
             m.dead_letters.with_label_values(&[r]).inc();
         }
@@ -121,7 +126,7 @@ pub struct DeadLetterFailed<'a> {
 
 impl InternalEvent for DeadLetterFailed<'_> {
     fn emit(self, m: &Metrics) {
-        m.sink_failures.with_label_values(&["dead_letter"]).inc();
+        m.sink_failures.with_label_values(&[DEAD_LETTER_SINK]).inc();
         tracing::error!(topic = self.topic, error = %self.error, "Dead letters not accepted; offsets are held.");
     }
 }
@@ -133,7 +138,7 @@ pub struct AlertDeadLetterFailed<'a> {
 
 impl InternalEvent for AlertDeadLetterFailed<'_> {
     fn emit(self, m: &Metrics) {
-        m.sink_failures.with_label_values(&["alert_dead_letter"]).inc();
+        m.sink_failures.with_label_values(&[ALERT_DEAD_LETTER_SINK]).inc();
         tracing::error!(error = %self.error, "Alert dead letter not written; offsets are held until it is.");
     }
 }
